@@ -1,0 +1,17 @@
+# Source this to use the workspace:  source env.sh
+# Order matters: AMENT_PREFIX_PATH must point at the venv before the workspace overlay is sourced.
+RAMP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)"
+export RAMP_ROOT
+export VIRTUAL_ENV="$RAMP_ROOT/.venv"
+export PATH="$VIRTUAL_ENV/bin:$PATH"
+export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+if [ -f "$RAMP_ROOT/install/setup.bash" ]; then
+  # shellcheck disable=SC1091
+  COLCON_TRACE= source "$RAMP_ROOT/install/setup.bash"
+fi
+# console scripts of ament_python packages live in lib/<pkg>; put the two CLIs on PATH
+export PATH="$RAMP_ROOT/install/ramp_bringup/lib/ramp_bringup:$RAMP_ROOT/install/ramp_training/lib/ramp_training:$PATH"
+export RAMP_MODEL_DIR="${RAMP_MODEL_DIR:-$RAMP_ROOT/models}"
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
+export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
+export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"

@@ -1,0 +1,1 @@
+"""Per-robot configuration, DDS profile, launch files and the single-process runner 'ramp'."""

@@ -1,0 +1,1 @@
+"""ROS-free core of ramp_bringup (importable and testable without rclpy)."""

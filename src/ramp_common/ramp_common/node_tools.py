@@ -1,0 +1,95 @@
+"""Small helpers every node uses: parameter declaration with descriptions, log-once, main()."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+
+
+def declare(node: Node, name: str, default: Any, description: str) -> Any:
+    """Declare a parameter with a description and return its value.
+
+    Lists must be non-empty defaults so their type is known (rclpy infers the type from them).
+    """
+    value = node.declare_parameter(
+        name, default, ParameterDescriptor(description=description)
+    ).value
+    return value
+
+
+def expand_path(path: str) -> str:
+    """Expand ``~`` and ``$VARS`` in a configured path (model paths use ``$RAMP_MODEL_DIR``)."""
+    return os.path.expanduser(os.path.expandvars(path))
+
+
+class LogOnce:
+    """Logs a message once per key (a malformed input is reported once, then only counted)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._seen: set[str] = set()
+
+    def warn(self, key: str, message: str) -> None:
+        if key not in self._seen:
+            self._seen.add(key)
+            self._node.get_logger().warning(message + " (further occurrences are only counted)")
+
+    def error(self, key: str, message: str) -> None:
+        if key not in self._seen:
+            self._seen.add(key)
+            self._node.get_logger().error(message + " (further occurrences are only counted)")
+
+
+def require_in(name: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """Validate a parameter against allowed values; raise ValueError naming it."""
+    if value not in allowed:
+        raise ValueError(f"parameter {name}={value!r} must be one of {list(allowed)}")
+    return value
+
+
+def require_positive(name: str, value: float) -> float:
+    """Validate a strictly positive number; raise ValueError naming the parameter."""
+    if not value > 0:
+        raise ValueError(f"parameter {name}={value!r} must be > 0")
+    return value
+
+
+def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, threads: int = 4) -> int:
+    """Standard ``main()``: init, build the node, spin on a multi-threaded executor.
+
+    Ctrl-C or SIGTERM ends it cleanly (no traceback); a start-up error is logged and returns 1.
+    """
+    rclpy.init(args=args)
+    signal.signal(signal.SIGTERM, lambda *_: _raise_keyboard_interrupt())
+    node: Node | None = None
+    try:
+        try:
+            node = factory()
+        except Exception as exc:  # start-up refused: say why, exit non-zero
+            rclpy.logging.get_logger("ramp").fatal(f"start-up failed: {exc}")
+            return 1
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if callable(close):
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0
+
+
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt

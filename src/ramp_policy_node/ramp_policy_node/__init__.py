@@ -1,0 +1,1 @@
+"""Chunked-action policy inference and chunk execution (latency compensation, splicing, limits, watchdog)."""

@@ -1,0 +1,29 @@
+"""ament_python package definition for ramp_policy_node."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "ramp_policy_node"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="RAMP maintainers",
+    maintainer_email="ramp-maintainers@example.org",
+    description=open("package.xml").read().split("<description>")[1].split("</description>")[0],
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "policy_node = ramp_policy_node.policy_node:main",
+            "chunk_executor = ramp_policy_node.chunk_executor_node:main",
+        ],
+    },
+)

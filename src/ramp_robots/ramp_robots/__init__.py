@@ -1,0 +1,1 @@
+"""Robot drivers behind one RobotDriver interface (PiPER, G1, MuJoCo sim) and their bridge nodes."""

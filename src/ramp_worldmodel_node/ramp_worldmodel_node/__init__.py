@@ -1,0 +1,1 @@
+"""Camera ingestion and the ONNX/TensorRT world-model encoder; owner of the model-card contract."""
