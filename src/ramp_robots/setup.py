@@ -1,10 +1,12 @@
 """ament_python package definition for ramp_robots."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "ramp_robots"
+DESCRIPTION = Path("package.xml").read_text().split("<description>")[1].split("</description>")[0]
 
 setup(
     name=PACKAGE,
@@ -19,7 +21,7 @@ setup(
     zip_safe=True,
     maintainer="RAMP maintainers",
     maintainer_email="ramp-maintainers@example.org",
-    description=open("package.xml").read().split("<description>")[1].split("</description>")[0],
+    description=DESCRIPTION,
     license="Apache-2.0",
     entry_points={
         "console_scripts": [

@@ -1,1 +1,1 @@
-"""Shared ROS helpers of the RAMP stack: QoS profiles, message conversions, diagnostics, parameter declaration."""
+"""Shared ROS helpers of the RAMP stack: QoS, conversions, diagnostics, parameters."""

@@ -27,13 +27,13 @@ def stamp_to_sec(stamp: Time) -> float:
 
 def sec_to_stamp(t: float) -> Time:
     """Float seconds -> ROS ``builtin_interfaces/Time`` (rounded to the nanosecond)."""
-    ns = int(round(t * 1e9))
+    ns = round(t * 1e9)
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 def sec_to_duration(t: float) -> Duration:
     """Float seconds (>= 0) -> ROS ``builtin_interfaces/Duration``."""
-    ns = int(round(t * 1e9))
+    ns = round(t * 1e9)
     return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
@@ -50,9 +50,9 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     """
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if msg.encoding == "32FC1":
-        dtype, channels, itemsize = np.float32, 1, 4
+        channels, itemsize = 1, 4
     elif msg.encoding in _ENCODING_CHANNELS:
-        dtype, channels, itemsize = np.uint8, _ENCODING_CHANNELS[msg.encoding], 1
+        channels, itemsize = _ENCODING_CHANNELS[msg.encoding], 1
     else:
         raise MessageError(f"unsupported image encoding {msg.encoding!r}")
     if h <= 0 or w <= 0:
@@ -75,7 +75,7 @@ def image_to_numpy(msg: Image) -> np.ndarray:
 
 
 def numpy_to_image(array: np.ndarray, encoding: str, stamp: Time, frame_id: str = "") -> Image:
-    """numpy array -> sensor_msgs/Image with one bytes copy.
+    """Numpy array -> sensor_msgs/Image with one bytes copy.
 
     ``array`` is (H, W, C) uint8 for rgb8/bgr8/rgba8/bgra8, (H, W) uint8 for mono8, or (H, W)
     float32 for 32FC1.
@@ -163,7 +163,7 @@ def numpy_to_trajectory(
     msg.header.frame_id = frame_id
     msg.joint_names = list(joint_names)
     points = []
-    for t, row in zip(t_from_start.tolist(), positions.tolist()):
+    for t, row in zip(t_from_start.tolist(), positions.tolist(), strict=True):
         point = JointTrajectoryPoint()
         point.positions = row
         point.time_from_start = sec_to_duration(t)

@@ -61,7 +61,9 @@ def require_positive(name: str, value: float) -> float:
     return value
 
 
-def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, threads: int = 4) -> int:
+def run_node(
+    factory: Callable[[], Node], args: Sequence[str] | None = None, threads: int = 4
+) -> int:
     """Standard ``main()``: init, build the node, spin on a multi-threaded executor.
 
     Ctrl-C or SIGTERM ends it cleanly (no traceback); a start-up error is logged and returns 1.

@@ -1,1 +1,1 @@
-"""Chunked-action policy inference and chunk execution (latency compensation, splicing, limits, watchdog)."""
+"""Chunked-action policy inference and chunk execution (timing, splicing, limits, watchdog)."""
