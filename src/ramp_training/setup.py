@@ -5,7 +5,12 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 PACKAGE = "ramp_training"
-DESCRIPTION = Path("package.xml").read_text().split("<description>")[1].split("</description>")[0]
+DESCRIPTION = (
+    (Path(__file__).parent / "package.xml")
+    .read_text()
+    .split("<description>")[1]
+    .split("</description>")[0]
+)
 
 setup(
     name=PACKAGE,
