@@ -9,6 +9,7 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
@@ -16,12 +17,16 @@ from rclpy.node import Node
 def declare(node: Node, name: str, default: Any, description: str) -> Any:
     """Declare a parameter with a description and return its value.
 
-    Lists must be non-empty defaults so their type is known (rclpy infers the type from them).
+    ``default`` may be a ``rclpy.Parameter.Type`` for a required parameter without a default
+    (e.g. ``Parameter.Type.STRING_ARRAY``); then a missing value raises ValueError naming it.
     """
-    value = node.declare_parameter(
-        name, default, ParameterDescriptor(description=description)
-    ).value
-    return value
+    node.declare_parameter(name, default, ParameterDescriptor(description=description))
+    try:
+        return node.get_parameter(name).value
+    except ParameterUninitializedException:
+        raise ValueError(
+            f"{node.get_name()}: required parameter '{name}' is not set ({description})"
+        ) from None
 
 
 def expand_path(path: str) -> str:

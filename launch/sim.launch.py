@@ -1,0 +1,12 @@
+"""ros2 launch ramp_bringup sim.launch.py: the RAMP stack on the simulated arm, one process per node.
+
+Same nodes and parameter file as ``ramp up --robot sim`` (src/ramp_bringup/config/sim.yaml).
+Arguments: config, namespace, dds_profile, model_dir, log_level (``ros2 launch ... --show-args``).
+"""
+
+from ramp_bringup.launch_helpers import generate_robot_launch_description
+
+
+def generate_launch_description():
+    """Entry point used by ros2 launch."""
+    return generate_robot_launch_description("sim")

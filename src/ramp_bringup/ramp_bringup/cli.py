@@ -1,0 +1,193 @@
+"""``ramp``: the single-process runner of the RAMP stack.
+
+``ramp up --robot sim`` builds every node of ``config/<robot>.yaml`` in one process on a
+multi-threaded executor (the same nodes and parameter file that ``ros2 launch`` uses as separate
+processes), with the shipped Fast DDS profile, its own ROS domain id and localhost-only discovery
+by default. ``--duration`` stops it by itself; ``--report FILE`` writes a JSON health report at
+exit (topic rates, end-to-end latencies, joint motion, diagnostics, errors). Ctrl-C stops it
+cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from ramp_bringup.stack import (
+    StackConfigError,
+    config_path,
+    dev_environment,
+    stack_nodes,
+)
+
+
+def _shared_params(config_file: Path) -> dict:
+    data = yaml.safe_load(config_file.read_text()) or {}
+    return (data.get("/**") or {}).get("ros__parameters") or {}
+
+
+def _executor_command_topic(config_file: Path) -> str:
+    data = yaml.safe_load(config_file.read_text()) or {}
+    params = (data.get("chunk_executor") or {}).get("ros__parameters") or {}
+    return str(params.get("command_topic", "joint_command"))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the stack of one robot until --duration elapses or Ctrl-C / SIGTERM."""
+    config_file = Path(args.config) if args.config else config_path(args.robot)
+    specs = stack_nodes(config_file)
+    env = dev_environment(args.domain_id)
+    if args.dds_profile == "none":
+        env.pop("FASTRTPS_DEFAULT_PROFILES_FILE")
+        env.pop("FASTDDS_DEFAULT_PROFILES_FILE")
+    elif args.dds_profile:
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"] = (
+            args.dds_profile
+        )
+    os.environ.update(env)  # before rclpy is initialised: the middleware reads them at init
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    from ramp_bringup.core.report import RunRecorder, write_report
+    from ramp_bringup.monitor import StackMonitor
+
+    shared = _shared_params(config_file)
+    joint_names = list(shared.get("joint_names", []))
+    camera_names = list(shared.get("camera_names", []))
+    recorder = RunRecorder(joint_names)
+
+    rclpy.init(
+        args=["--ros-args", "--params-file", str(config_file)],
+        signal_handler_options=rclpy.signals.SignalHandlerOptions.NO,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    log = rclpy.logging.get_logger("ramp")
+    log.info(
+        f"robot {args.robot}: config {config_file}, ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
+        f"DDS profile {env.get('FASTRTPS_DEFAULT_PROFILES_FILE', 'default')}"
+    )
+    nodes = []
+    exit_code = 0
+    executor = MultiThreadedExecutor(num_threads=args.threads)
+    t_start = time.time()
+    try:
+        monitor = StackMonitor(
+            recorder,
+            joint_names,
+            camera_names,
+            command_topic=_executor_command_topic(config_file),
+            watched_nodes={s.name for s in specs},
+        )
+        nodes.append(monitor)
+        for spec in specs:
+            try:
+                node = spec.load_class()()
+            except Exception as exc:
+                msg = f"node {spec.name} failed to start: {exc}"
+                log.fatal(msg)
+                recorder.error(msg)
+                exit_code = 1
+                stop.set()
+                break
+            nodes.append(node)
+        for node in nodes:
+            executor.add_node(node)
+        t_start = time.time()
+        deadline = t_start + args.duration if args.duration else None
+        if not stop.is_set():
+            log.info(
+                f"running {[s.name for s in specs]}"
+                + (f" for {args.duration} s" if deadline else "")
+            )
+        spin_thread = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
+        spin_thread.start()
+        while not stop.is_set():
+            if deadline is not None and time.time() >= deadline:
+                break
+            stop.wait(0.1)
+    except ExternalShutdownException:
+        pass
+    finally:
+        t_end = time.time()
+        stop.set()
+        for node in reversed(nodes):
+            close = getattr(node, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:
+                    recorder.error(f"closing {node.get_name()}: {exc}")
+        executor.shutdown(timeout_sec=2.0)
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    if args.report:
+        meta = {
+            "robot": args.robot,
+            "config": str(config_file),
+            "nodes": [s.name for s in specs],
+            "ros_domain_id": int(env["ROS_DOMAIN_ID"]),
+            "dds_profile": env.get("FASTRTPS_DEFAULT_PROFILES_FILE"),
+        }
+        report = recorder.report(meta, t_start, t_end)
+        write_report(report, args.report)
+        print(f"report written to {args.report} (ok={report['ok']})", file=sys.stderr)
+    return exit_code
+
+
+def _spin(executor, stop: threading.Event) -> None:
+    from rclpy.executors import ExternalShutdownException
+
+    try:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass
+    except Exception as exc:  # report, then stop the run
+        import rclpy
+
+        rclpy.logging.get_logger("ramp").error(f"executor stopped: {exc}")
+        stop.set()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ramp", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run a robot's whole stack in this process")
+    up.add_argument("--robot", default="sim", help="robot config name (config/<robot>.yaml)")
+    up.add_argument("--config", help="explicit parameter file instead of the robot's config")
+    up.add_argument("--duration", type=float, default=0.0, help="stop after SECONDS (0: run)")
+    up.add_argument("--report", help="write a JSON health report to FILE at exit")
+    up.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default 42)")
+    up.add_argument(
+        "--dds-profile", default="", help="Fast DDS XML profile ('' shipped one, 'none' default)"
+    )
+    up.add_argument("--threads", type=int, default=6, help="executor threads")
+    up.set_defaults(func=cmd_up)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``ramp``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StackConfigError as exc:
+        print(f"ramp: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

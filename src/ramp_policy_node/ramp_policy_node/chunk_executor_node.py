@@ -1,0 +1,176 @@
+"""chunk_executor: action chunks -> one joint position command per control tick.
+
+Thin rclpy adapter over ``ramp_policy_node.core.executor.ChunkExecutor`` (time alignment,
+latency compensation, splicing, limits, watchdog, e-stop). The control loop runs on its own
+thread with absolute deadlines (``ramp_common.rate_loop.RateLoop``), not on an rclpy timer.
+
+Subscribes ``ramp/action_chunk`` (JointTrajectory), ``joint_states`` (measured pose) and
+``ramp/estop_active`` (std_msgs/Bool, latched, from the robot bridge). Publishes the per-tick
+command (sensor_msgs/JointState, positions in rad / m) on ``command_topic`` (``joint_command``
+when no intervention arbiter runs, ``ramp/policy_command`` behind one).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ramp_common.conversions import (
+    MessageError,
+    joint_state_positions,
+    make_joint_state,
+    sec_to_stamp,
+    stamp_to_sec,
+    trajectory_to_numpy,
+)
+from ramp_common.diagnostics import OK, WARN, DiagnosticsPublisher, NodeHealth
+from ramp_common.limits import JointLimits
+from ramp_common.node_tools import LogOnce, declare, require_in, require_positive, run_node
+from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
+from ramp_common.rate_loop import RateLoop
+from rclpy import Parameter
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from ramp_policy_node.core.chunk import ActionChunk
+from ramp_policy_node.core.executor import ChunkExecutor
+
+STRATEGIES = ("replace", "ensemble", "crossfade", "rtc")
+
+
+class ChunkExecutorNode(Node):
+    """Executes action chunks at ``control_rate_hz``."""
+
+    def __init__(self, node_name: str = "chunk_executor") -> None:
+        super().__init__(node_name)
+        names = list(declare(self, "joint_names", Parameter.Type.STRING_ARRAY, "Joint order."))
+        limits = JointLimits.from_lists(
+            names,
+            declare(self, "position_lower", Parameter.Type.DOUBLE_ARRAY, "Lower limits, rad/m."),
+            declare(self, "position_upper", Parameter.Type.DOUBLE_ARRAY, "Upper limits, rad/m."),
+            declare(self, "max_velocity", Parameter.Type.DOUBLE_ARRAY, "Speed limits, rad/s."),
+            declare(self, "max_acceleration", Parameter.Type.DOUBLE_ARRAY, "Accel. limits."),
+        )
+        rate = require_positive(
+            "control_rate_hz", declare(self, "control_rate_hz", 200.0, "Control rate, Hz.")
+        )
+        strategy = require_in(
+            "strategy",
+            declare(self, "strategy", "replace", f"Chunk splicing strategy: {STRATEGIES}."),
+            STRATEGIES,
+        )
+        grippers = list(
+            declare(self, "gripper_joints", ["gripper"], "Joints never blended (open/close).")
+        )
+        unknown = [g for g in grippers if g and g not in names]
+        if unknown:
+            raise ValueError(f"gripper_joints {unknown} are not in joint_names {names}")
+        watchdog = require_positive(
+            "watchdog_timeout_s",
+            declare(self, "watchdog_timeout_s", 0.5, "No fresh chunk for this long -> hold (s)."),
+        )
+        command_topic = declare(
+            self, "command_topic", "joint_command", "Where per-tick commands are published."
+        )
+        self._names = names
+        self._executor = ChunkExecutor(
+            limits,
+            1.0 / rate,
+            strategy=strategy,
+            gripper_indices=[names.index(g) for g in grippers if g],
+            watchdog_timeout_s=watchdog,
+        )
+        self._health = NodeHealth()
+        self._health.set_value("strategy", strategy)
+        self._log_once = LogOnce(self)
+
+        group = ReentrantCallbackGroup()
+        self.create_subscription(
+            JointTrajectory, "ramp/action_chunk", self._on_chunk, COMMAND_QOS, callback_group=group
+        )
+        self.create_subscription(
+            JointState, "joint_states", self._on_joint_state, STATE_QOS, callback_group=group
+        )
+        self.create_subscription(
+            Bool, "ramp/estop_active", self._on_estop, LATCHED_QOS, callback_group=group
+        )
+        self.create_service(Trigger, "ramp/executor/reset", self._on_reset, callback_group=group)
+        self._pub = self.create_publisher(JointState, command_topic, COMMAND_QOS)
+        self._loop = RateLoop(1.0 / rate, self._control_tick, name="chunk_executor_control")
+        self._loop.start()
+        self.create_timer(1.0, self._update_health, callback_group=group)
+        self._diag = DiagnosticsPublisher(self, self._health)
+
+    def _on_chunk(self, msg: JointTrajectory) -> None:
+        now = time.time()
+        try:
+            t_from_start, positions = trajectory_to_numpy(msg, self._names)
+        except MessageError as exc:
+            self._health.count("rejected_chunks")
+            self._log_once.warn(f"chunk-{exc}", f"rejecting action chunk: {exc}")
+            return
+        chunk = ActionChunk(
+            stamp=stamp_to_sec(msg.header.stamp),
+            t_from_start=t_from_start,
+            positions=positions,
+            model_id=msg.header.frame_id,
+        )
+        reason = self._executor.submit(chunk, now)
+        if reason is not None:
+            self._log_once.warn(
+                f"chunk-{reason.split(':')[0]}", f"rejecting action chunk: {reason}"
+            )
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            q = joint_state_positions(msg, self._names)
+        except MessageError as exc:
+            self._health.count("dropped_joint_states")
+            self._log_once.warn("joints", f"dropping joint_states: {exc}")
+            return
+        self._executor.update_measured(q, time.time())
+
+    def _on_estop(self, msg: Bool) -> None:
+        self._executor.set_estop(bool(msg.data), time.time())
+        self.get_logger().warning(f"e-stop {'ENGAGED' if msg.data else 'released'}")
+
+    def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._executor.reset_to_measured(time.time())
+        response.success = True
+        response.message = "chunks dropped; resuming from the measured pose"
+        return response
+
+    def _control_tick(self, now: float) -> None:
+        command = self._executor.step(now)
+        if command is None:
+            return
+        self._pub.publish(make_joint_state(self._names, command, sec_to_stamp(now)))
+
+    def _update_health(self) -> None:
+        stats = self._executor.stats()
+        for key, value in stats.items():
+            self._health.set_value(key, value)
+        jitter = self._loop.jitter.percentiles_ms()
+        for key, value in jitter.items():
+            self._health.set_value(f"loop_jitter_ms_{key}", value)
+        self._health.set_value("loop_overruns", self._loop.overruns)
+        if self._loop.errors:
+            self._health.set_status(WARN, f"control loop errors: {self._loop.last_error}")
+        else:
+            self._health.set_status(OK, str(stats.get("state", "")))
+
+    def close(self) -> None:
+        """Stop the control loop (called on shutdown)."""
+        self._loop.stop()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console entry point ``chunk_executor``."""
+    return run_node(ChunkExecutorNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
