@@ -1,4 +1,4 @@
-"""ros2 launch ramp_bringup sim.launch.py: the RAMP stack on the simulated arm, one process per node.
+"""ros2 launch ramp_bringup sim.launch.py: the stack on the simulated arm, a process per node.
 
 Same nodes and parameter file as ``ramp up --robot sim`` (src/ramp_bringup/config/sim.yaml).
 Arguments: config, namespace, dds_profile, model_dir, log_level (``ros2 launch ... --show-args``).

@@ -21,6 +21,7 @@ def generate_robot_launch_description(robot: str):
     default_config = str(config_path(robot))
     config = LaunchConfiguration("config")
     namespace = LaunchConfiguration("namespace")
+    dds_profile = LaunchConfiguration("dds_profile")
     actions = [
         DeclareLaunchArgument(
             "config",

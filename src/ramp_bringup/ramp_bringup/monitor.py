@@ -11,8 +11,6 @@ import contextlib
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
-from ramp_common.conversions import MessageError, joint_state_positions, stamp_to_sec
-from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
 from rcl_interfaces.msg import Log
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -21,6 +19,8 @@ from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from ramp_bringup.core.report import RunRecorder
+from ramp_common.conversions import MessageError, joint_state_positions, stamp_to_sec
+from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
 
 ROSOUT_ERROR = 40  # rcl_interfaces/Log ERROR
 

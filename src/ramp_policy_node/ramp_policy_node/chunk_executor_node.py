@@ -14,6 +14,14 @@ from __future__ import annotations
 
 import time
 
+from rclpy import Parameter
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
 from ramp_common.conversions import (
     MessageError,
     joint_state_positions,
@@ -27,14 +35,6 @@ from ramp_common.limits import JointLimits
 from ramp_common.node_tools import LogOnce, declare, require_in, require_positive, run_node
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from ramp_common.rate_loop import RateLoop
-from rclpy import Parameter
-from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.node import Node
-from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool
-from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
-
 from ramp_policy_node.core.chunk import ActionChunk
 from ramp_policy_node.core.executor import ChunkExecutor
 

@@ -16,6 +16,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from rclpy import Parameter
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory
+
 from ramp_common.conversions import (
     MessageError,
     image_to_numpy,
@@ -39,11 +45,6 @@ from ramp_worldmodel_node.core.model_card import check_against_robot
 from ramp_worldmodel_node.core.observation import ObservationBuffer, StaleInputError
 from ramp_worldmodel_node.core.onnx_runtime import NonFiniteOutputError, load_model
 from ramp_worldmodel_node.core.preprocess import ImagePreprocessor
-from rclpy import Parameter
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
-from trajectory_msgs.msg import JointTrajectory
 
 WM_KEY = "wm_state"
 JOINT_KEY = "joint_state"

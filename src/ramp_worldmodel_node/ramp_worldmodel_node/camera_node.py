@@ -1,0 +1,321 @@
+"""camera_node: publishes every configured camera on ``camera/<name>/image_raw``.
+
+Each camera has a source URI (see :func:`core.camera_sources.parse_source`):
+
+- ``device:`` / ``file:``: a :class:`CameraWorker` thread reads the source at ``rate_hz`` and
+  publishes each new frame from that thread, so a slow camera never delays another.
+- ``topic:``: frames from a simulator topic (sensor_msgs/Image rgb8) are republished at up to
+  ``rate_hz`` with their original capture stamp, from a timer in the camera's own callback group.
+
+Published frames: sensor_msgs/Image ``rgb8``, sensor QoS, ``header.stamp`` = capture time (wall
+clock for hardware and files; the simulator's stamp for topics), ``frame_id`` = camera name. A
+camera that fails is logged once per failure episode and reported as ERROR on ``diagnostics``
+while the node keeps retrying it and the other cameras keep publishing.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ramp_common.conversions import (
+    MessageError,
+    image_to_numpy,
+    numpy_to_image,
+    sec_to_stamp,
+    stamp_to_sec,
+)
+from ramp_common.diagnostics import (
+    ERROR,
+    OK,
+    WARN,
+    DiagnosticsPublisher,
+    LatencyStats,
+    NodeHealth,
+    RateMeter,
+)
+from ramp_common.node_tools import LogOnce, declare, expand_path, require_positive, run_node
+from ramp_common.qos import SENSOR_QOS
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.publisher import Publisher
+from sensor_msgs.msg import Image
+
+from ramp_worldmodel_node.core.camera_sources import (
+    CameraWorker,
+    Frame,
+    SourceSpec,
+    make_frame_source,
+    parse_source,
+    resize_image,
+)
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass
+class _Camera:
+    """Per-camera state; counters are updated from the camera's own thread or callback group."""
+
+    name: str
+    spec: SourceSpec
+    publisher: Publisher
+    rate: RateMeter = field(default_factory=RateMeter)
+    age: LatencyStats = field(default_factory=lambda: LatencyStats(size=300))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    worker: CameraWorker | None = None
+    # topic sources only
+    latest: Image | None = None
+    latest_is_new: bool = False
+    last_rx_mono: float = 0.0
+    drops: int = 0
+    failures: int = 0
+    failed_reason: str | None = None
+    published: int = 0
+
+
+class CameraNode(Node):
+    """Camera ingestion: hardware, video files and simulator topics -> ``camera/<name>/image_raw``."""
+
+    def __init__(self) -> None:
+        super().__init__("camera_node")
+        names = list(
+            declare(self, "camera_names", ["front"], "Camera names; topic camera/<name>/image_raw")
+        )
+        uris = list(
+            declare(
+                self,
+                "camera_sources",
+                ["device:/dev/video0"],
+                "One source per camera name: device:/dev/videoN | device:N | file:<path> | "
+                "topic:<sensor_msgs/Image rgb8 topic>",
+            )
+        )
+        self._rate_hz = require_positive(
+            "rate_hz", float(declare(self, "rate_hz", 30.0, "Publish rate per camera (Hz)"))
+        )
+        self._width = int(declare(self, "width", 0, "Output width in px (0 = keep source's)"))
+        self._height = int(declare(self, "height", 0, "Output height in px (0 = keep source's)"))
+        self._stall_timeout_s = require_positive(
+            "stall_timeout_s",
+            float(
+                declare(
+                    self, "stall_timeout_s", 1.0, "A camera without a new frame this long (s) fails"
+                )
+            ),
+        )
+        retry_period_s = require_positive(
+            "retry_period_s",
+            float(declare(self, "retry_period_s", 1.0, "Period (s) of reopen attempts on failure")),
+        )
+        specs = self._validate(names, uris)
+
+        self._health = NodeHealth()
+        self._log_once = LogOnce(self)
+        self._closed = False
+        self._cameras: list[_Camera] = []
+        for name, spec in zip(names, specs, strict=True):
+            cam = _Camera(
+                name, spec, self.create_publisher(Image, f"camera/{name}/image_raw", SENSOR_QOS)
+            )
+            self._cameras.append(cam)
+            if spec.scheme == "topic":
+                self._setup_topic_camera(cam)
+            else:
+                if spec.scheme == "file":
+                    spec = SourceSpec("file", expand_path(spec.target))
+                source = make_frame_source(
+                    spec, self._width, self._height, self._rate_hz, self._stall_timeout_s
+                )
+                cam.worker = CameraWorker(
+                    name,
+                    source,
+                    self._rate_hz,
+                    self._stall_timeout_s,
+                    retry_period_s,
+                    on_frame=lambda frame, cam=cam: self._publish_frame(cam, frame),
+                    on_failure=lambda reason, cam=cam: self._on_failure(cam, reason),
+                    on_recovery=lambda cam=cam: self._on_recovery(cam),
+                )
+        self._diag_group = MutuallyExclusiveCallbackGroup()
+        self.create_timer(1.0, self._update_health, callback_group=self._diag_group)
+        self._diagnostics = DiagnosticsPublisher(self, self._health)
+        for cam in self._cameras:
+            if cam.worker is not None:
+                cam.worker.start()
+        self.get_logger().info(
+            f"publishing {len(names)} camera(s) at {self._rate_hz:g} Hz: "
+            + ", ".join(f"{c.name} <- {c.spec.uri}" for c in self._cameras)
+        )
+
+    def _validate(self, names: list[str], uris: list[str]) -> list[SourceSpec]:
+        if len(names) != len(uris):
+            raise ValueError(
+                f"camera_sources has {len(uris)} entries for {len(names)} camera_names {names}"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera_names has duplicates: {names}")
+        for name in names:
+            if not _NAME_PATTERN.match(name):
+                raise ValueError(f"camera name {name!r} is no valid topic name token")
+        if self._width < 0 or self._height < 0:
+            raise ValueError(f"width={self._width}, height={self._height} must be >= 0")
+        specs = []
+        for name, uri in zip(names, uris, strict=True):
+            try:
+                specs.append(parse_source(uri))
+            except ValueError as exc:
+                raise ValueError(f"camera {name}: {exc}") from None
+        return specs
+
+    # ----- device and file cameras (worker threads) -----
+
+    def _publish_frame(self, cam: _Camera, frame: Frame) -> None:
+        msg = numpy_to_image(frame.image, "rgb8", sec_to_stamp(frame.capture_time_s), cam.name)
+        self._publish(cam, msg, frame.capture_time_s)
+
+    def _publish(self, cam: _Camera, msg: Image, capture_time_s: float) -> None:
+        try:
+            cam.publisher.publish(msg)
+        except Exception:
+            if self._closed or not self.context.ok():
+                return  # shutting down: the publisher is gone
+            raise
+        cam.rate.tick()
+        now_s = self.get_clock().now().nanoseconds * 1e-9
+        cam.age.add(now_s - capture_time_s)
+        with cam.lock:
+            cam.published += 1
+
+    def _on_failure(self, cam: _Camera, reason: str) -> None:
+        with cam.lock:
+            cam.failures += 1
+            cam.failed_reason = reason
+        if not self._closed:
+            self.get_logger().error(
+                f"camera {cam.name} ({cam.spec.uri}) failed: {reason}; "
+                "retrying until it delivers again"
+            )
+
+    def _on_recovery(self, cam: _Camera) -> None:
+        with cam.lock:
+            cam.failed_reason = None
+        if not self._closed:
+            self.get_logger().info(f"camera {cam.name} ({cam.spec.uri}) delivers frames again")
+
+    # ----- topic cameras (subscription + republish timer in the camera's own group) -----
+
+    def _setup_topic_camera(self, cam: _Camera) -> None:
+        group = MutuallyExclusiveCallbackGroup()
+        cam.last_rx_mono = time.monotonic()
+        self.create_subscription(
+            Image,
+            cam.spec.target,
+            lambda msg, cam=cam: self._on_topic_image(cam, msg),
+            SENSOR_QOS,
+            callback_group=group,
+        )
+        self.create_timer(
+            1.0 / self._rate_hz, lambda cam=cam: self._republish(cam), callback_group=group
+        )
+
+    def _on_topic_image(self, cam: _Camera, msg: Image) -> None:
+        try:
+            if msg.encoding != "rgb8":
+                raise MessageError(f"encoding {msg.encoding!r}, expected 'rgb8'")
+            image_to_numpy(msg)  # validates size and step against the payload
+        except MessageError as exc:
+            with cam.lock:
+                cam.drops += 1
+            self._log_once.warn(
+                f"malformed:{cam.name}",
+                f"camera {cam.name}: dropped a frame from {cam.spec.target}: {exc}",
+            )
+            return
+        with cam.lock:
+            cam.latest = msg
+            cam.latest_is_new = True
+            cam.last_rx_mono = time.monotonic()
+            recovered = cam.failed_reason is not None
+        if recovered:
+            self._on_recovery(cam)
+
+    def _republish(self, cam: _Camera) -> None:
+        with cam.lock:
+            msg, is_new = cam.latest, cam.latest_is_new
+            cam.latest_is_new = False
+            silent_s = time.monotonic() - cam.last_rx_mono
+            newly_failed = (
+                not is_new and silent_s > self._stall_timeout_s and cam.failed_reason is None
+            )
+        if newly_failed:
+            self._on_failure(
+                cam, f"no frame on topic {cam.spec.target} for {self._stall_timeout_s:.3g} s"
+            )
+        if msg is None or not is_new:
+            return
+        out = self._convert_topic_image(cam, msg)
+        self._publish(cam, out, stamp_to_sec(msg.header.stamp))
+
+    def _convert_topic_image(self, cam: _Camera, msg: Image) -> Image:
+        """The frame to publish: ``msg`` itself when no resize is due (no copy), else resized."""
+        if self._width == 0 and self._height == 0:
+            msg.header.frame_id = cam.name
+            return msg
+        image = image_to_numpy(msg)
+        resized = resize_image(image, self._width, self._height)
+        if resized is image:
+            msg.header.frame_id = cam.name
+            return msg
+        return numpy_to_image(resized, "rgb8", msg.header.stamp, cam.name)
+
+    # ----- diagnostics and shutdown -----
+
+    def _update_health(self) -> None:
+        problems: list[str] = []
+        waiting: list[str] = []
+        for cam in self._cameras:
+            with cam.lock:
+                failures, drops, reason = cam.failures, cam.drops, cam.failed_reason
+                published = cam.published
+            state = "failed" if reason is not None else ("running" if published else "starting")
+            if cam.worker is not None:
+                state = cam.worker.status().state
+            prefix = f"{cam.name}."
+            self._health.set_value(prefix + "source", cam.spec.uri)
+            self._health.set_value(prefix + "state", state)
+            self._health.set_value(prefix + "rate_hz", cam.rate.rate_hz())
+            self._health.set_value(
+                prefix + "age_p50_ms", cam.age.percentiles_ms().get("p50", float("nan"))
+            )
+            self._health.set_value(prefix + "failures", failures)
+            self._health.set_value(prefix + "drops", drops)
+            if reason is not None:
+                problems.append(f"camera {cam.name}: {reason}")
+            elif not published:
+                waiting.append(cam.name)
+        if problems:
+            self._health.set_status(ERROR, "; ".join(problems))
+        elif waiting:
+            self._health.set_status(WARN, f"no frame yet from camera(s) {', '.join(waiting)}")
+        else:
+            self._health.set_status(OK, f"{len(self._cameras)} camera(s) publishing")
+
+    def close(self) -> None:
+        """Stop every camera worker (closes the devices and files). Safe to call twice."""
+        self._closed = True
+        for cam in self._cameras:
+            if cam.worker is not None:
+                cam.worker.stop()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console entry point ``camera_node``."""
+    return run_node(CameraNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
