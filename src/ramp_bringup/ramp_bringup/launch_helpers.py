@@ -44,10 +44,8 @@ def generate_robot_launch_description(robot: str):
         DeclareLaunchArgument(
             "log_level", default_value="info", description="Log level of every node."
         ),
-        SetEnvironmentVariable(
-            "FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("dds_profile")
-        ),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("dds_profile")),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", dds_profile),
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", dds_profile),
         SetEnvironmentVariable("RAMP_MODEL_DIR", LaunchConfiguration("model_dir")),
     ]
     for spec in stack_nodes(default_config):

@@ -78,7 +78,7 @@ class _Camera:
 
 
 class CameraNode(Node):
-    """Camera ingestion: hardware, video files and simulator topics -> ``camera/<name>/image_raw``."""
+    """Camera ingestion: devices, video files and sim topics -> ``camera/<name>/image_raw``."""
 
     def __init__(self) -> None:
         super().__init__("camera_node")
