@@ -160,6 +160,17 @@ def _spin(executor, stop: threading.Event) -> None:
         stop.set()
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Print a short summary of a report; exit 1 if the report is not ok."""
+    import json
+
+    from ramp_bringup.core.summary import summarize
+
+    report = json.loads(Path(args.report_file).read_text())
+    print(summarize(report))
+    return 0 if report.get("ok") else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ramp", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--threads", type=int, default=6, help="executor threads")
     up.set_defaults(func=cmd_up)
+    summary = sub.add_parser("summary", help="print a short summary of a --report file")
+    summary.add_argument("report_file")
+    summary.set_defaults(func=cmd_summary)
     return parser
 
 

@@ -5,12 +5,18 @@ per second squared, time steps in seconds. Arrays are (D,) in the robot config's
 
 The same code runs in the chunk executor (so the commanded trajectory is already feasible) and
 again in every robot bridge (the last line of defence before hardware).
+
+Discrete model: one command per tick of ``dt``; the velocity of a tick is
+``(command - previous) / dt`` and the acceleration is the change of that velocity over ``dt``.
+:func:`limit_step` keeps both within the limits *exactly* in that model (the finite differences of
+its output never exceed them), and keeps every command inside the position range, because it only
+ever picks a velocity from which a stop inside the range is still possible.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,6 +46,8 @@ class JointLimits:
     ) -> JointLimits:
         """Build and validate limits from config lists (all of length len(names))."""
         n = len(names)
+        if len(set(names)) != n:
+            raise LimitsError(f"joint names are not unique: {list(names)}")
         arrays = {}
         for label, values in (
             ("position_lower", lower),
@@ -47,11 +55,12 @@ class JointLimits:
             ("max_velocity", max_velocity),
             ("max_acceleration", max_acceleration),
         ):
-            arr = np.asarray(values, dtype=np.float64)
+            arr = np.array(values, dtype=np.float64)
             if arr.shape != (n,):
                 raise LimitsError(f"{label} has {arr.size} values for {n} joints {list(names)}")
             if not np.all(np.isfinite(arr)):
                 raise LimitsError(f"{label} holds non-finite values: {arr.tolist()}")
+            arr.setflags(write=False)
             arrays[label] = arr
         for i, name in enumerate(names):
             if arrays["position_lower"][i] >= arrays["position_upper"][i]:
@@ -74,6 +83,58 @@ class JointLimits:
         """Positions clipped into [lower, upper]."""
         return np.clip(positions, self.lower, self.upper)
 
+    def with_velocity_scale(self, scale: float) -> JointLimits:
+        """The same limits with every velocity limit multiplied by ``scale`` (0 < scale <= 1)."""
+        if not 0.0 < scale <= 1.0:
+            raise LimitsError(f"velocity scale must be in (0, 1], got {scale}")
+        velocity = self.max_velocity * scale
+        velocity.setflags(write=False)
+        return replace(self, max_velocity=velocity)
+
+
+def _speed_to_stop_within(distance: np.ndarray, dt: float, max_acceleration: np.ndarray):
+    """Largest speed for this tick after which a stop within ``distance`` is still possible.
+
+    Moving at ``v`` for this tick and then braking by ``a*dt`` per tick covers
+    ``D(v) = dt * sum_j max(v - j*a*dt, 0)``; this returns the inverse, the largest ``v`` with
+    ``D(v) <= distance`` (0 for distance <= 0). With ``v = (n + f) * a * dt`` (integer n, f in
+    [0, 1)) the distance is ``a*dt^2 * (n + 1) * (n/2 + f)``, solved here for n and f.
+    """
+    unit = max_acceleration * dt * dt
+    x = np.maximum(distance, 0.0) / unit
+    n = np.floor((np.sqrt(1.0 + 8.0 * x) - 1.0) * 0.5)
+    # Guard the integer part against rounding of the square root.
+    n = np.where(n * (n + 1.0) * 0.5 > x, n - 1.0, n)
+    n = np.where((n + 1.0) * (n + 2.0) * 0.5 <= x, n + 1.0, n)
+    n = np.maximum(n, 0.0)
+    f = np.clip(x / (n + 1.0) - 0.5 * n, 0.0, 1.0)
+    return (n + f) * max_acceleration * dt
+
+
+def stopping_distance(velocity: np.ndarray, dt: float, limits: JointLimits) -> np.ndarray:
+    """Signed distance covered when braking from ``velocity`` at the acceleration limit.
+
+    Counts the ticks after the current one (velocity drops by ``a*dt`` each tick until 0), the
+    same model :func:`limit_step` uses, so ``stop_position`` is where it comes to rest.
+    """
+    speed = np.abs(np.asarray(velocity, dtype=np.float64))
+    step = limits.max_acceleration * dt
+    ticks = np.floor(speed / step)  # ticks with a positive remaining speed after this one
+    # sum_{j=1..ticks} (speed - j*step) * dt
+    distance = dt * (ticks * speed - step * ticks * (ticks + 1.0) * 0.5)
+    return np.sign(velocity) * np.maximum(distance, 0.0)
+
+
+def stop_position(
+    previous: np.ndarray, previous_velocity: np.ndarray, dt: float, limits: JointLimits
+) -> np.ndarray:
+    """Where a joint at ``previous`` moving at ``previous_velocity`` stops when braking at the
+    acceleration limit (clipped into the position range). Feed it to :func:`limit_step` as a
+    constant target to decelerate and then hold exactly there.
+    """
+    stop = np.asarray(previous, dtype=np.float64) + stopping_distance(previous_velocity, dt, limits)
+    return limits.clip(stop)
+
 
 def limit_step(
     previous: np.ndarray,
@@ -81,37 +142,61 @@ def limit_step(
     target: np.ndarray,
     dt: float,
     limits: JointLimits,
+    *,
+    target_velocity: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One control tick from ``previous`` toward ``target`` within all limits.
 
-    The position target is clipped into the joint range; the velocity is bounded by the velocity
-    limit and by the speed from which the joint can still stop at the target with the
-    acceleration limit (so it neither overshoots nor leaves the range); the change of velocity is
-    bounded by the acceleration limit. ``previous`` must itself be within the range.
+    The position target is clipped into the joint range. The velocity of the tick is chosen to
+    close the gap to the target as fast as the limits allow without overshooting it: bounded by
+    the velocity limit, by the speed from which the joint can still stop at the target with the
+    acceleration limit, and by the speed from which it can still stop inside the position range;
+    its change from ``previous_velocity`` is bounded by the acceleration limit.
 
-    Returns (command, velocity, clamped) where ``clamped`` marks the joints whose step was
-    changed by a limit (for diagnostics).
+    ``target_velocity`` (per second, optional) is the velocity the target itself moves at. Given
+    it, the gap is closed in the frame moving with the target, so a feasible moving target is
+    followed exactly, without the lag of a stop-at-every-target limiter (which trails a target
+    moving at v by about v^2 / (2 a)). Without it the target is treated as fixed (a bridge that
+    only sees positions can pass ``(target - previous_target) / dt``).
+
+    ``previous`` and ``previous_velocity`` should be the last outputs of this function (or a
+    measured pose at rest); then every output is within the range, |velocity| <= max_velocity
+    and |velocity - previous_velocity| <= max_acceleration * dt. A ``previous`` outside the range
+    is brought back inside without a jump.
+
+    Returns (command, velocity, clamped): ``velocity`` is (command - previous) / dt and
+    ``clamped`` marks the joints whose command differs from the target (limited this tick).
     """
     if dt <= 0:
         raise ValueError(f"dt must be > 0, got {dt}")
-    goal = limits.clip(target)
-    clamped = goal != target
-    error = goal - previous
+    previous = np.asarray(previous, dtype=np.float64)
+    previous_velocity = np.asarray(previous_velocity, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
     amax = limits.max_acceleration
-    # Largest speed from which a stop at the goal is possible in discrete steps of dt:
-    # v <= a*dt*(sqrt(1/4 + 2*d/(a*dt^2)) - 1/2)  (sum of a decreasing arithmetic sequence).
-    dist = np.abs(error)
-    v_stop = amax * dt * (np.sqrt(0.25 + 2.0 * dist / (amax * dt * dt)) - 0.5)
-    v_cap = np.minimum(limits.max_velocity, v_stop)
-    v_wanted = np.clip(error / dt, -v_cap, v_cap)
-    dv = np.clip(v_wanted - previous_velocity, -amax * dt, amax * dt)
-    velocity = previous_velocity + dv
+    vmax = limits.max_velocity
+    goal = limits.clip(target)
+    clipped = goal != target
+    if target_velocity is None:
+        goal_velocity = np.zeros_like(goal)
+    else:
+        # A target held at a position limit does not move, whatever the unclipped one does.
+        goal_velocity = np.where(clipped, 0.0, np.clip(target_velocity, -vmax, vmax))
+    # Offset of this command from the target one tick ago (target assumed moving uniformly);
+    # closing it with the stopping-speed bound cannot overshoot the target.
+    lag = goal - goal_velocity * dt - previous
+    v_wanted = goal_velocity + np.sign(lag) * _speed_to_stop_within(np.abs(lag), dt, amax)
+    v_upper = np.minimum(vmax, _speed_to_stop_within(limits.upper - previous, dt, amax))
+    v_lower = np.maximum(-vmax, -_speed_to_stop_within(previous - limits.lower, dt, amax))
+    velocity = np.clip(v_wanted, previous_velocity - amax * dt, previous_velocity + amax * dt)
+    # Range and speed win over acceleration only when the caller's state was inconsistent.
+    velocity = np.clip(velocity, v_lower, v_upper)
     command = previous + velocity * dt
-    # Exact reach: do not dither around the goal.
-    reached = np.abs(goal - command) < 1e-12
-    command = np.where(reached, goal, command)
-    clamped |= np.abs(v_wanted - error / dt) > 1e-9
-    clamped |= np.abs(dv - (v_wanted - previous_velocity)) > 1e-9
-    out = limits.clip(command)
-    velocity = (out - previous) / dt
-    return out, velocity, clamped
+    # Land exactly on the target instead of dithering around it by rounding errors.
+    command = np.where(np.abs(goal - command) < 1e-12, goal, command)
+    # Rounding guard only: never pushes a command that starts outside the range.
+    command = np.clip(
+        command, np.minimum(limits.lower, previous), np.maximum(limits.upper, previous)
+    )
+    velocity = (command - previous) / dt
+    clamped = clipped | (np.abs(command - goal) > 1e-9)
+    return command, velocity, clamped

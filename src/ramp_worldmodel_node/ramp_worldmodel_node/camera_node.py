@@ -21,6 +21,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.publisher import Publisher
+from sensor_msgs.msg import Image
+
 from ramp_common.conversions import (
     MessageError,
     image_to_numpy,
@@ -39,11 +44,6 @@ from ramp_common.diagnostics import (
 )
 from ramp_common.node_tools import LogOnce, declare, expand_path, require_positive, run_node
 from ramp_common.qos import SENSOR_QOS
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
-from rclpy.publisher import Publisher
-from sensor_msgs.msg import Image
-
 from ramp_worldmodel_node.core.camera_sources import (
     CameraWorker,
     Frame,
@@ -54,6 +54,11 @@ from ramp_worldmodel_node.core.camera_sources import (
 )
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _int_level(level: int | bytes) -> int:
+    # diagnostic_msgs constants are bytes in Jazzy and int in Humble; NodeHealth takes an int.
+    return level[0] if isinstance(level, bytes) else int(level)
 
 
 @dataclass
@@ -142,6 +147,7 @@ class CameraNode(Node):
                 )
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self.create_timer(1.0, self._update_health, callback_group=self._diag_group)
+        self._update_health()
         self._diagnostics = DiagnosticsPublisher(self, self._health)
         for cam in self._cameras:
             if cam.worker is not None:
@@ -298,11 +304,13 @@ class CameraNode(Node):
             elif not published:
                 waiting.append(cam.name)
         if problems:
-            self._health.set_status(ERROR, "; ".join(problems))
+            self._health.set_status(_int_level(ERROR), "; ".join(problems))
         elif waiting:
-            self._health.set_status(WARN, f"no frame yet from camera(s) {', '.join(waiting)}")
+            self._health.set_status(
+                _int_level(WARN), f"no frame yet from camera(s) {', '.join(waiting)}"
+            )
         else:
-            self._health.set_status(OK, f"{len(self._cameras)} camera(s) publishing")
+            self._health.set_status(_int_level(OK), f"{len(self._cameras)} camera(s) publishing")
 
     def close(self) -> None:
         """Stop every camera worker (closes the devices and files). Safe to call twice."""

@@ -1,0 +1,56 @@
+"""RateLoop: absolute deadlines, overrun skipping, errors contained."""
+
+import itertools
+import threading
+import time
+
+from ramp_common.rate_loop import RateLoop
+
+
+def test_loop_runs_without_drift_and_stops():
+    ticks: list[float] = []
+    loop = RateLoop(0.01, lambda now: ticks.append(time.monotonic()), "t")
+    loop.start()
+    time.sleep(0.5)
+    loop.stop()
+    n = len(ticks)
+    time.sleep(0.05)
+    assert len(ticks) == n  # stopped
+    # absolute deadlines: the count follows elapsed time, not the sum of sleeps
+    span = ticks[-1] - ticks[0]
+    assert abs((n - 1) - span / 0.01) <= 2 + loop.overruns
+
+
+def test_slow_body_skips_missed_ticks_instead_of_bursting():
+    calls: list[float] = []
+
+    def slow(now: float) -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 3:
+            time.sleep(0.1)  # misses ~10 deadlines
+
+    loop = RateLoop(0.01, slow, "t")
+    loop.start()
+    time.sleep(0.3)
+    loop.stop()
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert loop.overruns >= 5
+    assert min(gaps[3:]) > 0.003  # no burst of catch-up calls after the stall
+
+
+def test_exception_in_body_is_counted_not_fatal():
+    done = threading.Event()
+    count = [0]
+
+    def body(now: float) -> None:
+        count[0] += 1
+        if count[0] == 2:
+            raise RuntimeError("boom")
+        if count[0] > 5:
+            done.set()
+
+    loop = RateLoop(0.005, body, "t")
+    loop.start()
+    assert done.wait(2.0)
+    loop.stop()
+    assert loop.errors == 1 and "boom" in loop.last_error
