@@ -13,6 +13,7 @@ when no intervention arbiter runs, ``ramp/policy_command`` behind one).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rclpy import Parameter
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -44,8 +45,8 @@ STRATEGIES = ("replace", "ensemble", "crossfade", "rtc")
 class ChunkExecutorNode(Node):
     """Executes action chunks at ``control_rate_hz``."""
 
-    def __init__(self, node_name: str = "chunk_executor") -> None:
-        super().__init__(node_name)
+    def __init__(self, node_name: str = "chunk_executor", **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
         names = list(declare(self, "joint_names", Parameter.Type.STRING_ARRAY, "Joint order."))
         limits = JointLimits.from_lists(
             names,

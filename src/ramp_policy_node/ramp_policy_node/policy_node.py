@@ -14,6 +14,7 @@ simply runs at ``rate_hz``. Inference runs in its own callback group, never in a
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from rclpy import Parameter
@@ -53,8 +54,8 @@ JOINT_KEY = "joint_state"
 class PolicyNode(Node):
     """Runs the chunk policy and publishes ``ramp/action_chunk``."""
 
-    def __init__(self, node_name: str = "policy_node") -> None:
-        super().__init__(node_name)
+    def __init__(self, node_name: str = "policy_node", **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
         card_path = expand_path(
             declare(self, "model_card", "", "Path of the policy card (YAML next to the .onnx).")
         )

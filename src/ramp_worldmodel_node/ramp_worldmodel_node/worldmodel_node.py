@@ -10,6 +10,7 @@ header.stamp = observation time = oldest capture stamp used, frame_id = model id
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from ramp_common.conversions import (
@@ -52,8 +53,8 @@ def camera_key(name: str) -> str:
 class WorldModelNode(Node):
     """Runs the world-model encoder at ``rate_hz`` on the latest synchronised inputs."""
 
-    def __init__(self, node_name: str = "worldmodel_node") -> None:
-        super().__init__(node_name)
+    def __init__(self, node_name: str = "worldmodel_node", **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
         card_path = expand_path(
             declare(
                 self, "model_card", "", "Path of the world-model card (YAML next to the .onnx)."
