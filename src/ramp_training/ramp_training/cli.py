@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", required=True, type=Path, help="output folder")
     demo.add_argument("--seed", type=int, default=0, help="seed for weights and data (0)")
     demo.add_argument(
-        "--steps", type=_positive_int, default=None, help="policy training steps (default 3000)"
+        "--steps", type=_positive_int, default=None, help="policy training steps (default 2500)"
     )
     demo.add_argument(
         "--no-check", action="store_true", help="skip the closed-loop check and timing"

@@ -54,7 +54,7 @@ class DemoConfig:
     """Sizes and training settings of the demo pair (defaults: ~15 s training on one core)."""
 
     seed: int = 0
-    steps: int = 3000
+    steps: int = 2500
     batch_size: int = 256
     samples: int = 32768
     latent_bank: int = 512
@@ -208,7 +208,7 @@ def train_policy(
         loss.backward()
         optimiser.step()
         schedule.step()
-        window.append(float(loss))
+        window.append(loss.item())
         if step % config.log_every == 0 or step == config.steps:
             log(
                 f"policy step {step}/{config.steps}  loss {np.mean(window):.5f}  "

@@ -1,0 +1,118 @@
+"""Test helpers: node processes that always end, and an isolated rclpy context for probes.
+
+The session conftest (repo root) has already set an own ROS_DOMAIN_ID, localhost-only
+discovery and the DDS profile in os.environ; child processes inherit them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+ROOT = Path(__file__).resolve().parents[1]
+SIM_CONFIG = ROOT / "src/ramp_bringup/config/sim.yaml"
+
+
+class NodeProcess:
+    """A ROS node (or the runner) in its own process group; stop() ends all of it."""
+
+    def __init__(self, args: list[str], log_dir: Path, name: str) -> None:
+        self.name = name
+        self.stdout_path = log_dir / f"{name}.out"
+        self.stderr_path = log_dir / f"{name}.err"
+        self._out = self.stdout_path.open("wb")
+        self._err = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            args, stdout=self._out, stderr=self._err, start_new_session=True, env=os.environ.copy()
+        )
+
+    @classmethod
+    def module(cls, module: str, ros_args: list[str], log_dir: Path, name: str) -> NodeProcess:
+        return cls([sys.executable, "-m", module, "--ros-args", *ros_args], log_dir, name)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGINT, wait, then SIGKILL the whole group; returns the exit code."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._out.close()
+        self._err.close()
+        return self.proc.returncode
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+    def stderr(self) -> str:
+        self._err.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+
+@contextmanager
+def processes(log_dir: Path) -> Iterator[list[NodeProcess]]:
+    """A list to append NodeProcess objects to; every one is stopped on exit."""
+    started: list[NodeProcess] = []
+    try:
+        yield started
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+@contextmanager
+def probe_node(name: str = "test_probe") -> Iterator[Node]:
+    """An rclpy node in its own context, spun on a background thread."""
+    context = Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(name, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set() and context.ok():
+            executor.spin_once(timeout_sec=0.05)
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        yield node
+    finally:
+        stop.set()
+        thread.join(2.0)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
