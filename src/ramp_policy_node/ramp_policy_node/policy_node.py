@@ -8,7 +8,8 @@ time (the world-model state's stamp, itself the oldest capture stamp), time_from
 
 Replanning (asynchronous chunking): inference starts when the chunk last published has fewer than
 ``replan_remaining_s`` seconds left, and at most at ``rate_hz``; with ``replan_remaining_s`` = 0 it
-simply runs at ``rate_hz``. Inference runs in its own callback group, never in an input callback.
+runs on every new world-model state, at most at ``rate_hz``. Inference runs on its own thread
+(``ramp_common.worker.TriggeredWorker``), never in an input callback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from rclpy import Parameter
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
@@ -42,6 +43,7 @@ from ramp_common.diagnostics import (
 )
 from ramp_common.node_tools import LogOnce, declare, expand_path, require_positive, run_node
 from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
+from ramp_common.worker import TriggeredWorker
 from ramp_worldmodel_node.core.model_card import check_against_robot
 from ramp_worldmodel_node.core.observation import ObservationBuffer, StaleInputError
 from ramp_worldmodel_node.core.onnx_runtime import NonFiniteOutputError, load_model
@@ -139,10 +141,12 @@ class PolicyNode(Node):
                 callback_group=io_group,
             )
         self._pub = self.create_publisher(JointTrajectory, "ramp/action_chunk", COMMAND_QOS)
-        poll_hz = self._rate_hz if self._replan_remaining_s <= 0 else max(self._rate_hz, 50.0)
-        self.create_timer(
-            1.0 / poll_hz, self._tick, callback_group=MutuallyExclusiveCallbackGroup()
+        # Inference on its own thread, woken by each new world-model state (and polled often
+        # enough to honour replan_remaining_s): never blocks an input callback.
+        self._worker = TriggeredWorker(
+            self._tick, 1.0 / self._rate_hz, max_wait_s=0.02, name="policy_inference"
         )
+        self._worker.start()
         self._diag = DiagnosticsPublisher(self, self._health)
 
     # -- inputs -------------------------------------------------------------------------------
@@ -158,6 +162,7 @@ class PolicyNode(Node):
             self._log_once.warn("wm", f"dropping ramp/wm_state: {exc}")
             return
         self._inputs.put(WM_KEY, stamp_to_sec(msg.header.stamp), latent)
+        self._worker.poke()
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
@@ -184,8 +189,6 @@ class PolicyNode(Node):
     # -- inference ----------------------------------------------------------------------------
     def _tick(self) -> None:
         now = time.time()
-        if now - self._last_start < 1.0 / self._rate_hz - 1e-3:
-            return
         if self._replan_remaining_s > 0 and now < self._last_chunk_end - self._replan_remaining_s:
             return
         try:
@@ -235,6 +238,10 @@ class PolicyNode(Node):
             self._health.set_value(f"inference_ms_{key}", value)
         for key, value in self._chunk_age.percentiles_ms().items():
             self._health.set_value(f"chunk_age_at_publish_ms_{key}", value)
+
+    def close(self) -> None:
+        """Stop the inference thread (called on shutdown)."""
+        self._worker.stop()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """``ramp-train``: export the demo model pair, verify model cards.
 
-    ramp-train export-demo --out DIR [--seed N] [--steps N]
-    ramp-train verify DIR_OR_CARD
+ramp-train export-demo --out DIR [--seed N] [--steps N]
+ramp-train verify DIR_OR_CARD
 """
 
 from __future__ import annotations

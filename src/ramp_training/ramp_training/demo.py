@@ -330,7 +330,9 @@ def load_demo(out_dir: str | Path) -> tuple[LoadedModel, LoadedModel]:
     return world_model, policy
 
 
-def waypoint_distances(trajectory: np.ndarray, waypoints: np.ndarray = DEMO_WAYPOINTS) -> np.ndarray:
+def waypoint_distances(
+    trajectory: np.ndarray, waypoints: np.ndarray = DEMO_WAYPOINTS
+) -> np.ndarray:
     """Closest approach of the trajectory to each waypoint (max-norm over joints, rad / m)."""
     diff = np.abs(trajectory[:, None, :] - waypoints[None])
     return np.min(np.max(diff / (DEMO_SPEED / DEMO_SPEED[0]), axis=-1), axis=0)

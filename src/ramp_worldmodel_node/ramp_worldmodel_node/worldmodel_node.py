@@ -13,6 +13,11 @@ import time
 from typing import Any
 
 import numpy as np
+from rclpy import Parameter
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+
 from ramp_common.conversions import (
     MessageError,
     image_to_numpy,
@@ -32,11 +37,7 @@ from ramp_common.diagnostics import (
 )
 from ramp_common.node_tools import LogOnce, declare, expand_path, require_positive, run_node
 from ramp_common.qos import SENSOR_QOS, STATE_QOS
-from rclpy import Parameter
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
-
+from ramp_common.worker import TriggeredWorker
 from ramp_worldmodel_node.core.model_card import check_against_robot
 from ramp_worldmodel_node.core.observation import ObservationBuffer, StaleInputError
 from ramp_worldmodel_node.core.onnx_runtime import NonFiniteOutputError, load_model
@@ -133,10 +134,11 @@ class WorldModelNode(Node):
             JointState, "joint_states", self._on_joint_state, STATE_QOS, callback_group=io_group
         )
         self._pub = self.create_publisher(Image, "ramp/wm_state", STATE_QOS)
-        # Inference in its own mutually exclusive group: never blocks the input callbacks.
-        self.create_timer(
-            1.0 / self._rate_hz, self._infer, callback_group=MutuallyExclusiveCallbackGroup()
+        # Inference on its own thread, woken by new frames: never blocks an input callback.
+        self._worker = TriggeredWorker(
+            self._infer, 1.0 / self._rate_hz, max_wait_s=0.1, name="worldmodel_inference"
         )
+        self._worker.start()
         self._diag = DiagnosticsPublisher(self, self._health)
 
     # -- inputs -------------------------------------------------------------------------------
@@ -152,6 +154,7 @@ class WorldModelNode(Node):
             self._log_once.warn(f"img-{camera}", f"dropping frame from camera {camera}: {exc}")
             return
         self._inputs.put(camera_key(camera), stamp_to_sec(msg.header.stamp), frame)
+        self._worker.poke()
 
     def _on_joint_state(self, msg: JointState) -> None:
         if not self._needs_joints:
@@ -206,6 +209,10 @@ class WorldModelNode(Node):
             self._health.set_value(f"inference_ms_{key}", value)
         for key, value in self._obs_age.percentiles_ms().items():
             self._health.set_value(f"observation_age_ms_{key}", value)
+
+    def close(self) -> None:
+        """Stop the inference thread (called on shutdown)."""
+        self._worker.stop()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -292,10 +292,7 @@ class ChunkExecutor:
         with self._lock:
             if self._command is None:
                 return None
-            if (
-                self._state == EXECUTING
-                and now - self._last_accept_time > self._watchdog_timeout_s
-            ):
+            if self._state == EXECUTING and now - self._last_accept_time > self._watchdog_timeout_s:
                 self._watchdog_holds += 1
                 self._enter_hold()
             limits = self._active_limits()

@@ -303,9 +303,7 @@ def splice(
         return EnsembleReference(members, params.ensemble_decay, params.switch_mask)
     if strategy == "crossfade":
         anchored = _anchor(new, trajectory, now, commanded_pose, params)
-        return CrossfadeReference(
-            current, anchored, now, anchored.duration, params.switch_mask
-        )
+        return CrossfadeReference(current, anchored, now, anchored.duration, params.switch_mask)
     if strategy == "rtc":
         t_commit = max(now, chunk_stamp + params.inference_delay_s)
         t_end = max(current.end_time, t_commit + RTC_MIN_BLEND_STEPS * trajectory.step_dt)

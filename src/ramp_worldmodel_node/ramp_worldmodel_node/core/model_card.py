@@ -408,9 +408,7 @@ class _Parser:
             self.fail(key, f"{value!r} is not one of {list(allowed)}")
         return value
 
-    def name_list(
-        self, data: Mapping[str, Any], key: str, *, allow_empty: bool
-    ) -> tuple[str, ...]:
+    def name_list(self, data: Mapping[str, Any], key: str, *, allow_empty: bool) -> tuple[str, ...]:
         value = data.get(key)
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             self.fail(key, f"expected a list of names, got {value!r}")
@@ -550,7 +548,10 @@ def _check_consistency(card: ModelCard, p: _Parser) -> None:
             f"joint_state input {js.name!r} has shape {list(js.shape)}, expected [1, {d}] "
             f"for joints {list(card.joints)}",
         )
-    wm_specs = (("inputs", card.input_by_role("wm_state")), ("outputs", card.output_by_role("wm_state")))
+    wm_specs = (
+        ("inputs", card.input_by_role("wm_state")),
+        ("outputs", card.output_by_role("wm_state")),
+    )
     for group, spec in wm_specs:
         if spec is not None and len(spec.shape) != 3:
             p.fail(

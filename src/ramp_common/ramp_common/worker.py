@@ -1,0 +1,58 @@
+"""An inference worker thread woken by new data, rate-limited (ROS-free).
+
+Subscription callbacks only store their message and ``poke()`` the worker; the model runs on
+this thread, so inference never blocks a callback and starts as soon as new input arrives
+(no waiting for the next timer tick), at most once per ``min_period_s``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class TriggeredWorker:
+    """Runs ``body()`` after each ``poke()`` (or every ``max_wait_s``), at most every period."""
+
+    def __init__(
+        self, body: Callable[[], None], min_period_s: float, max_wait_s: float, name: str
+    ) -> None:
+        self._body = body
+        self._min_period_s = min_period_s
+        self._max_wait_s = max_wait_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.errors = 0
+        self.last_error = ""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def poke(self) -> None:
+        """New input arrived: run the body soon."""
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        last = -float("inf")
+        while not self._stop.is_set():
+            self._wake.wait(self._max_wait_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            wait = self._min_period_s - (time.monotonic() - last)
+            if wait > 0 and self._stop.wait(wait):
+                break
+            last = time.monotonic()
+            try:
+                self._body()
+            except Exception as exc:  # the owner reports it in diagnostics
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
