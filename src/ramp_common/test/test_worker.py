@@ -1,5 +1,6 @@
 """TriggeredWorker: runs on poke, rate-limited, survives exceptions, stops."""
 
+import itertools
 import threading
 import time
 
@@ -24,7 +25,7 @@ def test_poke_runs_body_promptly_and_rate_limits():
     time.sleep(0.15)
     worker.stop()
     assert 2 <= len(calls) <= 3
-    assert all(b - a >= 0.099 for a, b in zip(calls, calls[1:], strict=False))
+    assert all(b - a >= 0.099 for a, b in itertools.pairwise(calls))
 
 
 def test_without_poke_body_runs_every_max_wait():
