@@ -1,0 +1,116 @@
+"""Control-loop period jitter of the chunk executor at 200 Hz and 500 Hz.
+
+The executor's loop (``ramp_common.rate_loop.RateLoop`` driving ``ChunkExecutor.step``, with
+chunks submitted at 10 Hz from another thread, as in the node) runs for ``--seconds`` per case,
+without and with model inference running in the same process (the demo world model and policy
+in onnxruntime, back to back on a worker thread, as ``ramp up`` does). Prints the lateness of each
+tick against its absolute deadline, p50/p99/max, overruns, and the ratio of the p99 with inference
+to the p99 without (the baseline measured in the same run).
+
+    python bench/control_loop.py [--seconds 10] [--models models/demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ramp_common.limits import JointLimits
+from ramp_common.rate_loop import RateLoop
+from ramp_policy_node.core.chunk import ActionChunk
+from ramp_policy_node.core.executor import ChunkExecutor
+
+LIMITS = JointLimits.from_lists(
+    ["joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper"],
+    [-2.618, 0.0, -2.967, -1.745, -1.22, -2.0944, 0.0],
+    [2.618, 3.14, 0.0, 1.745, 1.22, 2.0944, 0.07],
+    [2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 0.2],
+    [15.0, 15.0, 15.0, 20.0, 20.0, 20.0, 2.0],
+)
+HOME = np.array([0.0, 0.6, -0.9, 0.0, 0.5, 0.0, 0.04])
+
+
+def inference_load(model_dir: Path, stop: threading.Event) -> threading.Thread:
+    """Runs both demo models back to back until ``stop`` (as the encoder and policy would)."""
+    from ramp_worldmodel_node.core.onnx_runtime import load_model
+
+    wm = load_model(str(model_dir / "world_model.yaml"), ["CPUExecutionProvider"])
+    policy = load_model(str(model_dir / "policy.yaml"), ["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+
+    def feeds(model) -> dict[str, np.ndarray]:
+        return {
+            spec.role: rng.standard_normal(spec.shape).astype(np.float32)
+            for spec in model.card.inputs
+        }
+
+    wm_feeds, policy_feeds = feeds(wm), feeds(policy)
+    policy_feeds["joint_state"][:] = HOME
+
+    def run() -> None:
+        while not stop.is_set():
+            wm.run(wm_feeds)
+            policy.run(policy_feeds)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def measure(rate_hz: float, seconds: float, model_dir: Path | None) -> dict[str, float]:
+    executor = ChunkExecutor(LIMITS, 1.0 / rate_hz, strategy="crossfade", gripper_indices=[6])
+    executor.update_measured(HOME, time.time())
+    stop = threading.Event()
+    load = inference_load(model_dir, stop) if model_dir else None
+
+    def submitter() -> None:
+        k = 0
+        while not stop.wait(0.1):
+            now = time.time()
+            t = 0.02 * np.arange(1, 21)
+            pos = HOME + 0.3 * np.sin(0.5 * (now + t))[:, None] * np.ones(7) * [1, 1, 1, 1, 1, 1, 0]
+            executor.submit(ActionChunk(now - 0.03, t, pos, "bench"), now)
+            k += 1
+
+    feeder = threading.Thread(target=submitter, daemon=True)
+    feeder.start()
+    loop = RateLoop(1.0 / rate_hz, lambda now: executor.step(now), name="bench_loop")
+    loop.start()
+    time.sleep(seconds)
+    loop.stop()
+    stop.set()
+    feeder.join(1)
+    if load:
+        load.join(5)
+    pct = loop.jitter.percentiles_ms()
+    return {**pct, "overruns": loop.overruns}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    default_models = Path(os.environ.get("RAMP_MODEL_DIR", "models")) / "demo"
+    parser.add_argument("--models", type=Path, default=default_models)
+    args = parser.parse_args()
+    print(f"{'case':34s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} {'overruns':>9s}")
+    for rate in (200.0, 500.0):
+        base = measure(rate, args.seconds, None)
+        loaded = measure(rate, args.seconds, args.models)
+        for label, r in (("alone", base), ("with inference", loaded)):
+            print(
+                f"{f'{rate:.0f} Hz {label}':34s} {r['p50']:8.3f} {r['p99']:8.3f} "
+                f"{r['max']:8.3f} {r['overruns']:9d}"
+            )
+        print(
+            f"{f'{rate:.0f} Hz p99 ratio (inference/alone)':34s} {loaded['p99'] / base['p99']:8.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
