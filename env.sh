@@ -6,8 +6,12 @@ export VIRTUAL_ENV="$RAMP_ROOT/.venv"
 export PATH="$VIRTUAL_ENV/bin:$PATH"
 export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 if [ -f "$RAMP_ROOT/install/setup.bash" ]; then
+  # colcon's scripts read unset variables: relax `set -u` while sourcing them
+  case $- in *u*) _ramp_nounset=1; set +u ;; *) _ramp_nounset= ;; esac
   # shellcheck disable=SC1091
-  COLCON_TRACE= source "$RAMP_ROOT/install/setup.bash"
+  source "$RAMP_ROOT/install/setup.bash"
+  [ -n "$_ramp_nounset" ] && set -u
+  unset _ramp_nounset
 fi
 # console scripts of ament_python packages live in lib/<pkg>; put the two CLIs on PATH
 export PATH="$RAMP_ROOT/install/ramp_bringup/lib/ramp_bringup:$RAMP_ROOT/install/ramp_training/lib/ramp_training:$PATH"

@@ -54,7 +54,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     os.environ.update(env)  # before rclpy is initialised: the middleware reads them at init
 
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import (
+        ExternalShutdownException,
+        MultiThreadedExecutor,
+        SingleThreadedExecutor,
+    )
 
     from ramp_bringup.core.report import RunRecorder, write_report
     from ramp_bringup.monitor import StackMonitor
@@ -78,7 +82,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     nodes = []
     exit_code = 0
-    executor = MultiThreadedExecutor(num_threads=args.threads)
+    executors = []
     t_start = time.time()
     try:
         monitor = StackMonitor(
@@ -100,8 +104,14 @@ def cmd_up(args: argparse.Namespace) -> int:
                 stop.set()
                 break
             nodes.append(node)
-        for node in nodes:
-            executor.add_node(node)
+        if args.executor == "multi":
+            executors.append(MultiThreadedExecutor(num_threads=args.threads))
+            for node in nodes:
+                executors[0].add_node(node)
+        else:  # one executor (and thread) per node: small wait sets, nodes never wait on each other
+            for node in nodes:
+                executors.append(SingleThreadedExecutor())
+                executors[-1].add_node(node)
         t_start = time.time()
         deadline = t_start + args.duration if args.duration else None
         if not stop.is_set():
@@ -109,8 +119,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"running {[s.name for s in specs]}"
                 + (f" for {args.duration} s" if deadline else "")
             )
-        spin_thread = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
-        spin_thread.start()
+        for executor in executors:
+            threading.Thread(target=_spin, args=(executor, stop, recorder), daemon=True).start()
         while not stop.is_set():
             if deadline is not None and time.time() >= deadline:
                 break
@@ -127,7 +137,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                     close()
                 except Exception as exc:
                     recorder.error(f"closing {node.get_name()}: {exc}")
-        executor.shutdown(timeout_sec=2.0)
+        for executor in executors:
+            executor.shutdown(timeout_sec=2.0)
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
@@ -145,19 +156,24 @@ def cmd_up(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def _spin(executor, stop: threading.Event) -> None:
+def _spin(executor, stop: threading.Event, recorder) -> None:
+    """Spin until ``stop``; an exception escaping a callback is a bug: log and record it (once
+    per distinct message) and keep the rest of the stack running."""
+    import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    try:
-        while not stop.is_set():
+    seen: set[str] = set()
+    while not stop.is_set():
+        try:
             executor.spin_once(timeout_sec=0.1)
-    except ExternalShutdownException:
-        pass
-    except Exception as exc:  # report, then stop the run
-        import rclpy
-
-        rclpy.logging.get_logger("ramp").error(f"executor stopped: {exc}")
-        stop.set()
+        except ExternalShutdownException:
+            return
+        except Exception as exc:
+            text = f"callback raised {type(exc).__name__}: {exc}"
+            recorder.error(text)
+            if text not in seen:
+                seen.add(text)
+                rclpy.logging.get_logger("ramp").error(text)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -183,7 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--dds-profile", default="", help="Fast DDS XML profile ('' shipped one, 'none' default)"
     )
-    up.add_argument("--threads", type=int, default=6, help="executor threads")
+    up.add_argument(
+        "--executor",
+        choices=("per-node", "multi"),
+        default="per-node",
+        help="per-node: a single-threaded executor on its own thread for each node (default); "
+        "multi: one MultiThreadedExecutor for all nodes",
+    )
+    up.add_argument("--threads", type=int, default=6, help="threads of the multi executor")
     up.set_defaults(func=cmd_up)
     summary = sub.add_parser("summary", help="print a short summary of a --report file")
     summary.add_argument("report_file")

@@ -15,14 +15,17 @@ from rcl_interfaces.msg import Log
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from ramp_bringup.core.report import RunRecorder
-from ramp_common.conversions import MessageError, joint_state_positions, stamp_to_sec
+from ramp_common.conversions import MessageError, joint_state_positions, stamp_from_cdr
+from ramp_common.diagnostics import level_to_int
 from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
 
 ROSOUT_ERROR = 40  # rcl_interfaces/Log ERROR
+JOINT_SAMPLE_EVERY = 10  # joint motion is sampled from every 10th joint state
 
 
 class StackMonitor(Node):
@@ -42,48 +45,60 @@ class StackMonitor(Node):
         self._watched = watched_nodes
         group = ReentrantCallbackGroup()
 
-        def sub(msg_type: type, topic: str, qos: QoSProfile, handler) -> None:
-            self.create_subscription(msg_type, topic, handler, qos, callback_group=group)
+        def sub(msg_type: type, topic: str, handler, qos: QoSProfile | int) -> None:
+            self.create_subscription(msg_type, topic, handler, qos, callback_group=group, raw=True)
 
+        # Raw subscriptions: the monitor reads stamps straight from the serialized bytes, so it
+        # never deserializes an image and costs the stack as little as possible.
         for camera in camera_names:
             topic = f"camera/{camera}/image_raw"
-            sub(Image, topic, lambda m, t=topic: self._stamped(t, m), SENSOR_QOS)
+            sub(Image, topic, lambda raw, t=topic: self._stamped(t, raw), SENSOR_QOS)
         sub(JointState, "joint_states", self._on_joint_states, STATE_QOS)
         sub(Image, "ramp/wm_state", self._on_wm_state, STATE_QOS)
         sub(JointTrajectory, "ramp/action_chunk", self._on_chunk, COMMAND_QOS)
         sub(JointState, command_topic, self._on_command, COMMAND_QOS)
         self._command_topic = command_topic
-        sub(DiagnosticArray, "diagnostics", self._on_diagnostics, 50)
-        sub(Log, "/rosout", self._on_log, 100)
+        self._joint_samples = 0
+        group_cooked = ReentrantCallbackGroup()
+        self.create_subscription(
+            DiagnosticArray, "diagnostics", self._on_diagnostics, 50, callback_group=group_cooked
+        )
+        self.create_subscription(Log, "/rosout", self._on_log, 100, callback_group=group_cooked)
 
-    def _stamped(self, topic: str, msg) -> float:
+    def _stamped(self, topic: str, raw: bytes) -> float:
         now = time.time()
-        stamp = stamp_to_sec(msg.header.stamp)
+        try:
+            stamp = stamp_from_cdr(raw)
+        except MessageError:
+            stamp = None
         self._rec.message(topic, now, stamp)
-        return stamp
+        return stamp or 0.0
 
-    def _on_joint_states(self, msg: JointState) -> None:
-        self._stamped("joint_states", msg)
+    def _on_joint_states(self, raw: bytes) -> None:
+        self._stamped("joint_states", raw)
+        self._joint_samples += 1
+        if self._joint_samples % JOINT_SAMPLE_EVERY:
+            return
+        msg = deserialize_message(raw, JointState)
         with contextlib.suppress(MessageError):  # malformed states are the bridge's to report
             self._rec.joint_state(joint_state_positions(msg, self._joint_names))
 
-    def _on_wm_state(self, msg: Image) -> None:
-        stamp = self._stamped("ramp/wm_state", msg)
+    def _on_wm_state(self, raw: bytes) -> None:
+        stamp = self._stamped("ramp/wm_state", raw)
         self._rec.wm_state(time.time(), stamp)
 
-    def _on_chunk(self, msg: JointTrajectory) -> None:
-        stamp = self._stamped("ramp/action_chunk", msg)
+    def _on_chunk(self, raw: bytes) -> None:
+        stamp = self._stamped("ramp/action_chunk", raw)
         self._rec.chunk(time.time(), stamp)
 
-    def _on_command(self, msg: JointState) -> None:
+    def _on_command(self, raw: bytes) -> None:
         now = time.time()
-        self._rec.message(self._command_topic, now, stamp_to_sec(msg.header.stamp))
+        self._stamped(self._command_topic, raw)
         self._rec.command(now)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            level = status.level
-            level = level[0] if isinstance(level, bytes) else int(level)
+            level = level_to_int(status.level)
             values = {kv.key: kv.value for kv in status.values}
             self._rec.diagnostic(status.name, level, status.message, values)
 

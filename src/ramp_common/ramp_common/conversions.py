@@ -6,6 +6,7 @@ never a per-pixel Python loop. Times are float seconds on the ROS clock the stam
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,6 +41,19 @@ def sec_to_duration(t: float) -> Duration:
 def duration_to_sec(d: Duration) -> float:
     """ROS ``builtin_interfaces/Duration`` -> float seconds."""
     return d.sec + d.nanosec * 1e-9
+
+
+def stamp_from_cdr(raw: bytes) -> float:
+    """header.stamp (s) of a serialized message whose first field is a std_msgs/Header.
+
+    Reads the two stamp integers right after the 4-byte CDR encapsulation header, without
+    deserializing the message (an image stays untouched). Raises MessageError if too short.
+    """
+    if len(raw) < 12:
+        raise MessageError(f"serialized message of {len(raw)} bytes has no header")
+    order = "<" if raw[1] & 1 else ">"
+    sec, nanosec = struct.unpack_from(order + "iI", raw, 4)
+    return sec + nanosec * 1e-9
 
 
 def image_to_numpy(msg: Image) -> np.ndarray:

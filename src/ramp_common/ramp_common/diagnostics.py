@@ -9,14 +9,22 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
-OK = DiagnosticStatus.OK
-WARN = DiagnosticStatus.WARN
-ERROR = DiagnosticStatus.ERROR
+# Levels as ints (the message field is a byte; rclpy exposes it as bytes in Jazzy).
+OK = 0
+WARN = 1
+ERROR = 2
+STALE = 3
+
+
+def level_to_int(level: int | bytes) -> int:
+    """DiagnosticStatus.level as read from a message (bytes or int) -> int."""
+    return level[0] if isinstance(level, bytes) else int(level)
 
 
 class RateMeter:
@@ -114,16 +122,26 @@ def _fmt(value: object) -> str:
 class DiagnosticsPublisher:
     """Publishes one DiagnosticStatus for ``node`` on ``diagnostics`` every ``period_s``."""
 
-    def __init__(self, node: Node, health: NodeHealth, period_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        node: Node,
+        health: NodeHealth,
+        period_s: float = 1.0,
+        refresh: Callable[[], None] | None = None,
+    ) -> None:
+        """``refresh`` is called before each publication to update slow-to-compute values."""
         self._node = node
         self._health = health
+        self._refresh = refresh
         self._pub = node.create_publisher(DiagnosticArray, "diagnostics", 10)
         self._timer = node.create_timer(period_s, self.publish)
 
     def publish(self) -> None:
+        if self._refresh is not None:
+            self._refresh()
         level, message, values = self._health.snapshot()
         status = DiagnosticStatus()
-        status.level = bytes([level]) if isinstance(DiagnosticStatus.OK, bytes) else level
+        status.level = bytes([level]) if isinstance(DiagnosticStatus.OK, bytes) else int(level)
         status.name = self._node.get_fully_qualified_name()
         status.hardware_id = self._node.get_name()
         status.message = message

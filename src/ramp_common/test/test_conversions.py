@@ -92,3 +92,14 @@ def test_trajectory_errors_named():
     msg.points = []
     with pytest.raises(MessageError, match="no points"):
         trajectory_to_numpy(msg, ["a"])
+
+
+def test_stamp_read_from_serialized_bytes_matches_header():
+    from rclpy.serialization import serialize_message
+
+    from ramp_common.conversions import stamp_from_cdr
+
+    img = numpy_to_image(np.zeros((4, 4, 3), np.uint8), "rgb8", sec_to_stamp(1764000000.25), "x")
+    assert stamp_from_cdr(serialize_message(img)) == pytest.approx(1764000000.25)
+    with pytest.raises(MessageError, match="no header"):
+        stamp_from_cdr(b"\x00\x01")

@@ -87,6 +87,7 @@ class ChunkExecutorNode(Node):
         self._health = NodeHealth()
         self._health.set_value("strategy", strategy)
         self._log_once = LogOnce(self)
+        self._estop_engaged = False
 
         group = ReentrantCallbackGroup()
         self.create_subscription(
@@ -135,8 +136,11 @@ class ChunkExecutorNode(Node):
         self._executor.update_measured(q, time.time())
 
     def _on_estop(self, msg: Bool) -> None:
-        self._executor.set_estop(bool(msg.data), time.time())
-        self.get_logger().warning(f"e-stop {'ENGAGED' if msg.data else 'released'}")
+        engaged = bool(msg.data)
+        self._executor.set_estop(engaged, time.time())
+        if engaged != self._estop_engaged:
+            self.get_logger().warning(f"e-stop {'ENGAGED' if engaged else 'released'}")
+        self._estop_engaged = engaged
 
     def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._executor.reset_to_measured(time.time())

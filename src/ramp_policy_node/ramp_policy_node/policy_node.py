@@ -147,7 +147,7 @@ class PolicyNode(Node):
             self._tick, 1.0 / self._rate_hz, max_wait_s=0.02, name="policy_inference"
         )
         self._worker.start()
-        self._diag = DiagnosticsPublisher(self, self._health)
+        self._diag = DiagnosticsPublisher(self, self._health, refresh=self._update_health)
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_wm_state(self, msg: Image) -> None:
@@ -196,7 +196,9 @@ class PolicyNode(Node):
         except StaleInputError as exc:
             self._health.set_status(WARN, f"waiting: {exc}")
             return
-        used = obs.key_stamps()
+        # A new chunk needs a new observation: a new world-model state when the policy takes one
+        # (a newer joint state alone would repeat the observation stamp).
+        used = obs.samples[WM_KEY].stamp if WM_KEY in obs.samples else obs.key_stamps()
         if used == self._last_used:
             return
         self._last_used = used
@@ -233,6 +235,8 @@ class PolicyNode(Node):
         self._chunk_age.add(published - obs.stamp)
         self._rate.tick()
         self._health.set_status(OK, "running")
+
+    def _update_health(self) -> None:
         self._health.set_value("chunk_rate_hz", self._rate.rate_hz())
         for key, value in self._inference_ms.percentiles_ms().items():
             self._health.set_value(f"inference_ms_{key}", value)

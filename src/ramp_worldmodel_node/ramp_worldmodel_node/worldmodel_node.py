@@ -139,7 +139,7 @@ class WorldModelNode(Node):
             self._infer, 1.0 / self._rate_hz, max_wait_s=0.1, name="worldmodel_inference"
         )
         self._worker.start()
-        self._diag = DiagnosticsPublisher(self, self._health)
+        self._diag = DiagnosticsPublisher(self, self._health, refresh=self._update_health)
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_image(self, camera: str, msg: Image) -> None:
@@ -200,10 +200,9 @@ class WorldModelNode(Node):
         self._out_rate.tick()
         if "value" in outputs:
             self._health.set_value("value", float(np.asarray(outputs["value"]).ravel()[0]))
-        self._update_health()
+        self._health.set_status(OK, "running")
 
     def _update_health(self) -> None:
-        self._health.set_status(OK, "running")
         self._health.set_value("rate_hz", self._out_rate.rate_hz())
         for key, value in self._inference_ms.percentiles_ms().items():
             self._health.set_value(f"inference_ms_{key}", value)
