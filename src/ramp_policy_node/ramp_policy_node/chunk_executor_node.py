@@ -37,9 +37,8 @@ from ramp_common.node_tools import LogOnce, declare, require_in, require_positiv
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from ramp_common.rate_loop import RateLoop
 from ramp_policy_node.core.chunk import ActionChunk
-from ramp_policy_node.core.executor import ChunkExecutor
-
-STRATEGIES = ("replace", "ensemble", "crossfade", "rtc")
+from ramp_policy_node.core.executor import GRIPPER_MODES, ChunkExecutor
+from ramp_policy_node.core.splice import SPLICE_STRATEGIES as STRATEGIES
 
 
 class ChunkExecutorNode(Node):
@@ -73,6 +72,33 @@ class ChunkExecutorNode(Node):
             "watchdog_timeout_s",
             declare(self, "watchdog_timeout_s", 0.5, "No fresh chunk for this long -> hold (s)."),
         )
+        crossfade_steps = declare(
+            self, "crossfade_steps", 10, "crossfade: length of the blend, in chunk steps."
+        )
+        ensemble_decay = declare(
+            self,
+            "ensemble_decay",
+            0.1,
+            "ensemble: weight exp(-decay * i) of the i-th oldest chunk.",
+        )
+        inference_delay_s = declare(
+            self,
+            "inference_delay_s",
+            0.05,
+            "rtc: committed prefix of the old chunk (s); set to the measured inference latency.",
+        )
+        ramp_in_scale = declare(
+            self,
+            "ramp_in_velocity_scale",
+            0.5,
+            "Velocity-limit scale while ramping in from the measured pose (start, e-stop "
+            "release, handover).",
+        )
+        gripper_mode = require_in(
+            "gripper_mode",
+            declare(self, "gripper_mode", "switch", "Gripper at a splice: switch or blend."),
+            GRIPPER_MODES,
+        )
         command_topic = declare(
             self, "command_topic", "joint_command", "Where per-tick commands are published."
         )
@@ -83,6 +109,11 @@ class ChunkExecutorNode(Node):
             strategy=strategy,
             gripper_indices=[names.index(g) for g in grippers if g],
             watchdog_timeout_s=watchdog,
+            crossfade_steps=crossfade_steps,
+            ensemble_decay=ensemble_decay,
+            inference_delay_s=inference_delay_s,
+            ramp_in_max_velocity_scale=ramp_in_scale,
+            gripper_mode=gripper_mode,
         )
         self._health = NodeHealth()
         self._health.set_value("strategy", strategy)

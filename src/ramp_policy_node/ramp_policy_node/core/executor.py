@@ -24,7 +24,8 @@ States:
   with zero velocity into HOLDING; chunks observed before the release are refused as stale.
 
 After every (re)start from the measured pose the velocity limits are scaled by
-``ramp_in_max_velocity_scale`` until the command has joined the first chunk's trajectory.
+``ramp_in_max_velocity_scale`` until the command has joined the first chunk's trajectory (within
+``RAMP_IN_TOLERANCE`` once the re-anchoring fade is over, or ``RAMP_IN_MAX_S`` after that).
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ GRIPPER_MODES = ("switch", "blend")
 """'switch': gripper joints jump to the new chunk's value at a splice (rate-limited like every
 joint) and are never averaged; 'blend': they are spliced like the other joints."""
 
-RAMP_IN_TOLERANCE = 1e-6
-"""Ramp-in ends once the command is this close (rad, m) to the reference on every joint."""
+RAMP_IN_TOLERANCE = 1e-3
+"""Ramp-in ends once the command is this close (rad, m) to the reference on every joint..."""
+
+RAMP_IN_MAX_S = 1.0
+"""...or this long after the first chunk's re-anchoring fade ended, whichever comes first (so a
+reference faster than the scaled limit cannot keep the robot slow for ever)."""
 
 
 class ChunkExecutor:
@@ -180,6 +185,7 @@ class ChunkExecutor:
                 self._last_reject_reason = reason
                 return reason
             assert self._command is not None
+            self._apply_watchdog(now)
             pose = self._command_at(now)
             trajectory, dropped = TimedTrajectory.from_chunk(chunk, now, pose)
             if self._state == EXECUTING and self._reference is not None:
@@ -292,9 +298,7 @@ class ChunkExecutor:
         with self._lock:
             if self._command is None:
                 return None
-            if self._state == EXECUTING and now - self._last_accept_time > self._watchdog_timeout_s:
-                self._watchdog_holds += 1
-                self._enter_hold()
+            self._apply_watchdog(now)
             limits = self._active_limits()
             target_velocity = None
             if self._state == EXECUTING and self._reference is not None:
@@ -323,7 +327,10 @@ class ChunkExecutor:
                 self._ramp_in
                 and self._state == EXECUTING
                 and now >= self._ramp_in_not_before
-                and np.max(np.abs(command - self._limits.clip(target))) <= RAMP_IN_TOLERANCE
+                and (
+                    now >= self._ramp_in_not_before + RAMP_IN_MAX_S
+                    or np.max(np.abs(command - self._limits.clip(target))) <= RAMP_IN_TOLERANCE
+                )
             ):
                 self._ramp_in = False
             return command.copy()
@@ -385,6 +392,11 @@ class ChunkExecutor:
             return self._command.copy()
         ahead = min(max(now - self._last_tick_time, 0.0), self._dt)
         return self._command + self._velocity * ahead
+
+    def _apply_watchdog(self, now: float) -> None:
+        if self._state == EXECUTING and now - self._last_accept_time > self._watchdog_timeout_s:
+            self._watchdog_holds += 1
+            self._enter_hold()
 
     def _enter_hold(self) -> None:
         assert self._command is not None
