@@ -67,7 +67,8 @@ class NodeProcess:
                 self.proc.wait(5)
 
     def stderr(self) -> str:
-        self._err.flush()
+        if not self._err.closed:
+            self._err.flush()
         return self.stderr_path.read_text(errors="replace")
 
 

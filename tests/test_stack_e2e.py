@@ -249,12 +249,13 @@ def test_card_shape_mismatch_refused(tmp_path, rclpy_context):
 
 
 def test_node_process_refuses_missing_model_with_clear_error(tmp_path):
+    config = yaml.safe_load(SIM_CONFIG.read_text())
+    config["worldmodel_node"]["ros__parameters"]["model_card"] = f"{tmp_path}/nope.yaml"
+    path = tmp_path / "sim_missing_model.yaml"
+    path.write_text(yaml.safe_dump(config))
     with processes(tmp_path) as procs:
         proc = NodeProcess.module(
-            "ramp_worldmodel_node.worldmodel_node",
-            ["--params-file", str(SIM_CONFIG), "-p", f"model_card:={tmp_path}/nope.yaml"],
-            tmp_path,
-            "wm",
+            "ramp_worldmodel_node.worldmodel_node", ["--params-file", str(path)], tmp_path, "wm"
         )
         procs.append(proc)
         code = proc.wait(60)

@@ -80,7 +80,8 @@ def run_node(
         try:
             node = factory()
         except Exception as exc:  # start-up refused: say why, exit non-zero
-            rclpy.logging.get_logger("ramp").fatal(f"start-up failed: {exc}")
+            name = getattr(factory, "__name__", "ramp")
+            rclpy.logging.get_logger(name).fatal(f"start-up failed: {exc}")
             return 1
         executor = MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)

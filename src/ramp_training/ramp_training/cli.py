@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from ramp_worldmodel_node.core.model_card import ModelCard, ModelCardError, check_compatible
 from ramp_worldmodel_node.core.onnx_runtime import CPU, LoadedModel, load_model
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ramp_training import __version__
 from ramp_worldmodel_node.core.model_card import (
     ChunkSpec,
     ImageSpec,
@@ -23,8 +25,6 @@ from ramp_worldmodel_node.core.model_card import (
     sha256_file,
 )
 from ramp_worldmodel_node.core.onnx_runtime import CPU, load_model
-
-from ramp_training import __version__
 
 OPSET = 17
 DEFAULT_ATOL = 1e-4

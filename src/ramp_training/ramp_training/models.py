@@ -157,7 +157,8 @@ class WorldModelEncoder(nn.Module):
         else:
             act = self.action_embed(action_chunk.reshape(b, -1))
         x = latent + act.unsqueeze(1)
-        return {h: latent + head(x) for h, head in zip(self.future_horizons, self.future_heads)}
+        heads = zip(self.future_horizons, self.future_heads, strict=True)
+        return {h: latent + head(x) for h, head in heads}
 
 
 class ChunkPolicy(nn.Module):

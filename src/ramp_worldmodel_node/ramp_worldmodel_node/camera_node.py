@@ -5,7 +5,13 @@ Each camera has a source URI (see :func:`core.camera_sources.parse_source`):
 - ``device:`` / ``file:``: a :class:`CameraWorker` thread reads the source at ``rate_hz`` and
   publishes each new frame from that thread, so a slow camera never delays another.
 - ``topic:``: frames from a simulator topic (sensor_msgs/Image rgb8) are republished at up to
-  ``rate_hz`` with their original capture stamp, from a timer in the camera's own callback group.
+  ``rate_hz`` with their original capture stamp, straight from the subscription callback.
+
+Frames never go through the executor that spins this node: worker threads publish device and
+file frames, and topic frames are taken by a private single-threaded executor on its own thread
+(a helper node ``<name>_topic_rx``). The multi-threaded executor of the rclpy releases we run on
+(Jazzy 7.1) spins on ready work (ros2/rclpy#1452, fixed upstream in #1547): with it, republishing
+640x480 frames cost several times the CPU and lost frames.
 
 Published frames: sensor_msgs/Image ``rgb8``, sensor QoS, ``header.stamp`` = capture time (wall
 clock for hardware and files; the simulator's stamp for topics), ``frame_id`` = camera name. A
@@ -21,7 +27,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
@@ -47,6 +55,7 @@ from ramp_common.qos import SENSOR_QOS
 from ramp_worldmodel_node.core.camera_sources import (
     CameraWorker,
     Frame,
+    FrameThrottle,
     SourceSpec,
     make_frame_source,
     parse_source,
@@ -56,14 +65,10 @@ from ramp_worldmodel_node.core.camera_sources import (
 _NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-def _int_level(level: int | bytes) -> int:
-    # diagnostic_msgs constants are bytes in Jazzy and int in Humble; NodeHealth takes an int.
-    return level[0] if isinstance(level, bytes) else int(level)
-
-
 @dataclass
 class _Camera:
-    """Per-camera state; counters are updated from the camera's own thread or callback group."""
+    """Per-camera state, written by the camera's worker or the topic receiver thread and read
+    by the diagnostics timer (counters under ``lock``)."""
 
     name: str
     spec: SourceSpec
@@ -71,15 +76,19 @@ class _Camera:
     rate: RateMeter = field(default_factory=RateMeter)
     age: LatencyStats = field(default_factory=lambda: LatencyStats(size=300))
     lock: threading.Lock = field(default_factory=threading.Lock)
-    worker: CameraWorker | None = None
-    # topic sources only
-    latest: Image | None = None
-    latest_is_new: bool = False
-    last_rx_mono: float = 0.0
-    drops: int = 0
-    failures: int = 0
-    failed_reason: str | None = None
     published: int = 0
+    failures: int = 0
+    """Failure episodes (an episode ends with the next frame)."""
+    failed_reason: str | None = None
+    """Why the camera is failing now; None while it delivers."""
+    drops: int = 0
+    """Malformed incoming frames dropped (topic sources)."""
+    worker: CameraWorker | None = None
+    """device: and file: sources."""
+    throttle: FrameThrottle | None = None
+    """topic: sources."""
+    last_rx_mono: float = 0.0
+    """topic: sources, monotonic time (s) of the last valid frame."""
 
 
 class CameraNode(Node):
@@ -122,6 +131,9 @@ class CameraNode(Node):
         self._log_once = LogOnce(self)
         self._closed = False
         self._cameras: list[_Camera] = []
+        self._rx_node: Node | None = None
+        self._rx_executor: SingleThreadedExecutor | None = None
+        self._rx_thread: threading.Thread | None = None
         for name, spec in zip(names, specs, strict=True):
             cam = _Camera(
                 name, spec, self.create_publisher(Image, f"camera/{name}/image_raw", SENSOR_QOS)
@@ -145,10 +157,10 @@ class CameraNode(Node):
                     on_failure=lambda reason, cam=cam: self._on_failure(cam, reason),
                     on_recovery=lambda cam=cam: self._on_recovery(cam),
                 )
-        self._diag_group = MutuallyExclusiveCallbackGroup()
-        self.create_timer(1.0, self._update_health, callback_group=self._diag_group)
+        self.create_timer(1.0, self._update_health, callback_group=MutuallyExclusiveCallbackGroup())
         self._update_health()
         self._diagnostics = DiagnosticsPublisher(self, self._health)
+        self._start_topic_receiver()
         for cam in self._cameras:
             if cam.worker is not None:
                 cam.worker.start()
@@ -212,23 +224,55 @@ class CameraNode(Node):
         if not self._closed:
             self.get_logger().info(f"camera {cam.name} ({cam.spec.uri}) delivers frames again")
 
-    # ----- topic cameras (subscription + republish timer in the camera's own group) -----
+    # ----- topic cameras (private executor thread, see the module docstring) -----
 
     def _setup_topic_camera(self, cam: _Camera) -> None:
-        group = MutuallyExclusiveCallbackGroup()
+        cam.throttle = FrameThrottle(self._rate_hz)
         cam.last_rx_mono = time.monotonic()
-        self.create_subscription(
-            Image,
-            cam.spec.target,
-            lambda msg, cam=cam: self._on_topic_image(cam, msg),
-            SENSOR_QOS,
-            callback_group=group,
+
+    def _start_topic_receiver(self) -> None:
+        topic_cams = [cam for cam in self._cameras if cam.throttle is not None]
+        if not topic_cams:
+            return
+        # Own arguments only: a launch-file '__node:=' rename must not give it this node's name.
+        self._rx_node = rclpy.create_node(
+            f"{self.get_name()}_topic_rx",
+            namespace=self.get_namespace(),
+            context=self.context,
+            use_global_arguments=False,
+            start_parameter_services=False,
         )
-        self.create_timer(
-            1.0 / self._rate_hz, lambda cam=cam: self._republish(cam), callback_group=group
+        for cam in topic_cams:
+            self._rx_node.create_subscription(
+                Image,
+                cam.spec.target,
+                lambda msg, cam=cam: self._on_topic_image(cam, msg),
+                SENSOR_QOS,
+            )
+        self._rx_node.create_timer(min(0.25, self._stall_timeout_s / 2), self._check_topic_stalls)
+        self._rx_executor = SingleThreadedExecutor(context=self.context)
+        self._rx_executor.add_node(self._rx_node)
+        self._rx_thread = threading.Thread(
+            target=self._spin_topic_receiver, name="camera-topic-rx", daemon=True
         )
+        self._rx_thread.start()
+
+    def _spin_topic_receiver(self) -> None:
+        assert self._rx_executor is not None
+        while not self._closed and self.context.ok():
+            try:
+                self._rx_executor.spin_once(timeout_sec=0.1)
+            except ExternalShutdownException:
+                return
+            except Exception as exc:  # a bug in one frame must not end every topic camera
+                if self._closed or not self.context.ok():
+                    return
+                self._log_once.error(
+                    f"rx:{type(exc).__name__}", f"topic camera callback failed: {exc!r}"
+                )
 
     def _on_topic_image(self, cam: _Camera, msg: Image) -> None:
+        now = time.monotonic()
         try:
             if msg.encoding != "rgb8":
                 raise MessageError(f"encoding {msg.encoding!r}, expected 'rgb8'")
@@ -242,29 +286,28 @@ class CameraNode(Node):
             )
             return
         with cam.lock:
-            cam.latest = msg
-            cam.latest_is_new = True
-            cam.last_rx_mono = time.monotonic()
+            cam.last_rx_mono = now
             recovered = cam.failed_reason is not None
         if recovered:
             self._on_recovery(cam)
+        assert cam.throttle is not None
+        if cam.throttle.accept(now):
+            out = self._convert_topic_image(cam, msg)
+            self._publish(cam, out, stamp_to_sec(msg.header.stamp))
 
-    def _republish(self, cam: _Camera) -> None:
-        with cam.lock:
-            msg, is_new = cam.latest, cam.latest_is_new
-            cam.latest_is_new = False
-            silent_s = time.monotonic() - cam.last_rx_mono
-            newly_failed = (
-                not is_new and silent_s > self._stall_timeout_s and cam.failed_reason is None
-            )
-        if newly_failed:
-            self._on_failure(
-                cam, f"no frame on topic {cam.spec.target} for {self._stall_timeout_s:.3g} s"
-            )
-        if msg is None or not is_new:
-            return
-        out = self._convert_topic_image(cam, msg)
-        self._publish(cam, out, stamp_to_sec(msg.header.stamp))
+    def _check_topic_stalls(self) -> None:
+        now = time.monotonic()
+        for cam in self._cameras:
+            if cam.throttle is None:
+                continue
+            with cam.lock:
+                stalled = (
+                    now - cam.last_rx_mono > self._stall_timeout_s and cam.failed_reason is None
+                )
+            if stalled:
+                self._on_failure(
+                    cam, f"no frame on topic {cam.spec.target} for {self._stall_timeout_s:.3g} s"
+                )
 
     def _convert_topic_image(self, cam: _Camera, msg: Image) -> Image:
         """The frame to publish: ``msg`` itself when no resize is due (no copy), else resized."""
@@ -304,20 +347,30 @@ class CameraNode(Node):
             elif not published:
                 waiting.append(cam.name)
         if problems:
-            self._health.set_status(_int_level(ERROR), "; ".join(problems))
+            self._health.set_status(ERROR, "; ".join(problems))
         elif waiting:
-            self._health.set_status(
-                _int_level(WARN), f"no frame yet from camera(s) {', '.join(waiting)}"
-            )
+            self._health.set_status(WARN, f"no frame yet from camera(s) {', '.join(waiting)}")
         else:
-            self._health.set_status(_int_level(OK), f"{len(self._cameras)} camera(s) publishing")
+            self._health.set_status(OK, f"{len(self._cameras)} camera(s) publishing")
 
     def close(self) -> None:
-        """Stop every camera worker (closes the devices and files). Safe to call twice."""
+        """Stop every camera worker and the topic receiver (closes devices and files).
+
+        Safe to call twice.
+        """
         self._closed = True
         for cam in self._cameras:
             if cam.worker is not None:
                 cam.worker.stop()
+        if self._rx_thread is not None:
+            self._rx_thread.join(2.0)
+            self._rx_thread = None
+        if self._rx_executor is not None:
+            self._rx_executor.shutdown(timeout_sec=1.0)
+            self._rx_executor = None
+        if self._rx_node is not None:
+            self._rx_node.destroy_node()
+            self._rx_node = None
 
 
 def main(args: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
 
 from ramp_common.conversions import image_to_numpy, numpy_to_image, sec_to_stamp, stamp_to_sec
+from ramp_common.diagnostics import ERROR, level_to_int
 from ramp_common.qos import SENSOR_QOS
 
 pytestmark = pytest.mark.ros
@@ -41,11 +42,6 @@ def write_video(path: Path) -> Path:
         writer.write(bgr)
     writer.release()
     return path
-
-
-def level_of(status: DiagnosticStatus) -> int:
-    level = status.level
-    return level[0] if isinstance(level, bytes) else int(level)
 
 
 @pytest.fixture
@@ -104,7 +100,9 @@ def test_camera_node_publishes_reports_and_exits_cleanly(
         assert msg.header.frame_id == "sim_cam"
         assert stamp_to_sec(msg.header.stamp) in sent_stamps  # original capture stamp kept
 
-    errors = [s for s in diagnostics if level_of(s) == 2 and "missing_cam" in s.message]
+    errors = [
+        s for s in diagnostics if level_to_int(s.level) == ERROR and "missing_cam" in s.message
+    ]
     assert errors, [s.message for s in diagnostics]
     values = {kv.key: kv.value for kv in errors[-1].values}
     assert "does not exist" in errors[-1].message
@@ -150,7 +148,7 @@ def _exchange(
                 for s in diagnostics
                 for kv in s.values
             )
-            missing_seen = any(level_of(s) == 2 for s in diagnostics)
+            missing_seen = any(level_to_int(s.level) == ERROR for s in diagnostics)
             return len(file_frames) >= 10 and len(sim_frames) >= 3 and drops_seen and missing_seen
 
         deadline = time.monotonic() + 15.0
@@ -173,3 +171,27 @@ def _exchange(
         node.destroy_node()
         rclpy.try_shutdown(context=context)
     return file_frames, sim_frames, diagnostics, sent_stamps
+
+
+@pytest.mark.parametrize(
+    ("names", "sources", "message"),
+    [
+        ("[front,wrist]", "['file:/x.avi']", "camera_sources has 1 entries for 2 camera_names"),
+        ("[front]", "['rtsp://cam/stream']", "camera front: unknown camera source scheme 'rtsp'"),
+    ],
+)
+def test_camera_node_refuses_bad_configuration(
+    ros_env: dict[str, str], names: str, sources: str, message: str
+) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "ramp_worldmodel_node.camera_node",
+        "--ros-args",
+        "-p", f"camera_names:={names}",
+        "-p", f"camera_sources:={sources}",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

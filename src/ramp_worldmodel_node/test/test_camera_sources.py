@@ -15,6 +15,7 @@ from ramp_worldmodel_node.core.camera_sources import (
     CameraWorker,
     Frame,
     FrameSource,
+    FrameThrottle,
     SourceSpec,
     V4L2Source,
     VideoFileSource,
@@ -196,6 +197,31 @@ def test_output_size() -> None:
     assert output_size(640, 480, 100, 100) == (100, 100)
     with pytest.raises(ValueError, match="width=-1"):
         output_size(640, 480, -1, 0)
+
+
+def test_throttle_keeps_every_frame_of_a_jittery_source_at_the_rate() -> None:
+    throttle = FrameThrottle(30.0)
+    rng = np.random.default_rng(0)
+    arrivals = np.arange(300) / 30.0 + rng.uniform(-0.006, 0.006, 300)
+    assert all(throttle.accept(t) for t in arrivals)
+
+
+def test_throttle_thins_a_faster_source_to_the_rate() -> None:
+    throttle = FrameThrottle(30.0)
+    passed = [t for t in np.arange(600) / 90.0 if throttle.accept(t)]  # 90 Hz for ~6.7 s
+    assert len(passed) == 200  # exactly every third frame
+    assert np.allclose(np.diff(passed), 1 / 30.0)
+
+
+def test_throttle_restarts_its_grid_after_a_gap() -> None:
+    throttle = FrameThrottle(10.0)
+    assert throttle.accept(0.0)
+    assert not throttle.accept(0.05)
+    assert throttle.accept(5.0)  # long gap: passes and becomes the new grid origin
+    assert not throttle.accept(5.06)
+    assert throttle.accept(5.1)
+    with pytest.raises(ValueError, match="rate_hz"):
+        FrameThrottle(0.0)
 
 
 class FlakySource(FrameSource):

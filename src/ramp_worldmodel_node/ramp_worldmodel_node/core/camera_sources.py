@@ -317,6 +317,34 @@ class VideoFileSource(FrameSource):
         return f"file:{self.path} ({rate}{mode})"
 
 
+class FrameThrottle:
+    """Passes at most ``rate_hz`` frames per second on a grid of absolute deadlines (no drift).
+
+    A frame passes when it arrives no earlier than ``tolerance`` periods before the next
+    deadline, so a source running at ``rate_hz`` with some jitter keeps every frame and a faster
+    one is thinned to ``rate_hz``. After a gap longer than a period the grid restarts at the
+    arrival. Times are float seconds on any monotonic clock. Not thread-safe.
+    """
+
+    def __init__(self, rate_hz: float, tolerance: float = 0.25) -> None:
+        if not (math.isfinite(rate_hz) and rate_hz > 0):
+            raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
+        if not 0 <= tolerance < 0.5:
+            raise ValueError(f"tolerance must be in [0, 0.5), got {tolerance}")
+        self._period_s = 1.0 / rate_hz
+        self._early_s = tolerance * self._period_s
+        self._next_s: float | None = None
+
+    def accept(self, now_s: float) -> bool:
+        """Whether a frame arriving at ``now_s`` is to be passed on."""
+        if self._next_s is not None and now_s < self._next_s - self._early_s:
+            return False
+        if self._next_s is None or now_s - self._next_s >= self._period_s:
+            self._next_s = now_s  # first frame, or after a gap: restart the grid here
+        self._next_s += self._period_s
+        return True
+
+
 SourceScheme = Literal["device", "file", "topic"]
 
 

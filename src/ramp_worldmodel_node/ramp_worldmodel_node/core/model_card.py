@@ -10,6 +10,7 @@ Every error is a :class:`ModelCardError` whose text names the card file and the 
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import re
@@ -27,7 +28,8 @@ CARD_FORMAT = "ramp-model-card/1"
 KINDS = ("world_model", "policy")
 INPUT_ROLES = ("images", "joint_state", "wm_state")
 OUTPUT_ROLES = ("wm_state", "value", "action_chunk")
-DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8", "bool")
+DTYPES = ("float32",)
+"""Tensor dtypes a node fills and reads (images, joint states and latents are float32 there)."""
 COLORS = ("RGB", "BGR")
 LAYOUTS = ("NCHW", "NHWC")
 CHUNK_ACTIONS = ("absolute_joint_position",)
@@ -174,13 +176,18 @@ class ModelCard:
         if Path(onnx_file).is_absolute():
             p.fail("onnx_file", f"{onnx_file!r} must be relative to the card's folder")
         base = path.parent if path is not None else Path()
-        onnx_path = (base / onnx_file).absolute() if path is not None else Path(onnx_file)
+        onnx_path = (
+            Path(os.path.normpath(base / onnx_file)) if path is not None else Path(onnx_file)
+        )
         sha = p.string(data, "sha256")
         if not _SHA256_RE.match(sha):
             p.fail("sha256", f"{sha!r} is not 64 lowercase hex digits")
         joints = p.name_list(data, "joints", allow_empty=False)
         cameras = p.name_list(data, "cameras", allow_empty=True)
-        created = p.string(data, "created", optional=True)
+        if isinstance(data.get("created"), (datetime.date, datetime.datetime)):
+            created = data["created"].isoformat()  # an unquoted YAML timestamp
+        else:
+            created = p.string(data, "created", optional=True)
         producer = p.string(data, "producer", optional=True)
         inputs = p.tensors(data, "inputs", INPUT_ROLES)
         outputs = p.tensors(data, "outputs", OUTPUT_ROLES)
@@ -260,7 +267,7 @@ class ModelCard:
         return yaml.dump(self.to_dict(), Dumper=_CardDumper, sort_keys=False, width=100)
 
     def write(self, card_path: str | os.PathLike[str] | None = None) -> ModelCard:
-        """Validate and write the card (to ``card_path`` or ``self.path``); returns the written card.
+        """Validate and write the card (to ``card_path`` or ``self.path``); -> the written card.
 
         The card is validated by parsing what is written, so an invalid card is never written.
         """
@@ -357,12 +364,12 @@ def load_model(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
     expected_kind: str | None = None,
-    intra_op_num_threads: int = 1,
+    intra_op_threads: int = 1,
 ) -> LoadedModel:
     """Load and check a card and its ONNX session (see ``onnx_runtime.load_model``)."""
     from ramp_worldmodel_node.core.onnx_runtime import load_model as _load
 
-    return _load(card_path, providers, provider_options, expected_kind, intra_op_num_threads)
+    return _load(card_path, providers, provider_options, expected_kind, intra_op_threads)
 
 
 # --------------------------------------------------------------------------- internals
@@ -510,7 +517,9 @@ class _Parser:
                 )
             if entry["dtype"] not in DTYPES:
                 self.fail(
-                    f"{where}.dtype", f"tensor {name!r}: {entry['dtype']!r} not in {list(DTYPES)}"
+                    f"{where}.dtype",
+                    f"tensor {name!r}: {entry['dtype']!r} is not one the nodes fill or read "
+                    f"{list(DTYPES)} (export float32 inputs/outputs; fp16 runs inside TensorRT)",
                 )
             shape = entry["shape"]
             if (
@@ -576,11 +585,6 @@ def _check_consistency(card: ModelCard, p: _Parser) -> None:
                 f"images input {images.name!r} has shape {list(images.shape)}, expected "
                 f"{list(expected)} for {n} cameras {list(card.cameras)} and a "
                 f"{h}x{w} {card.image.layout} image",
-            )
-        if images.dtype not in ("float32", "float16"):
-            p.fail(
-                f"inputs[{card.inputs.index(images)}].dtype",
-                f"images input {images.name!r} must be float32 or float16, got {images.dtype}",
             )
 
     if card.kind == "world_model":

@@ -121,9 +121,9 @@ class LoadedModel:
 
     card: ModelCard
     session: ort.InferenceSession
-    providers: list[str]
+    active_providers: list[str]
     """Providers the session actually got, in priority order."""
-    provider_report: str
+    provider_summary: str
     """One line for the log: which providers the session got, which requested ones it did not."""
     last_inference_s: float | None = None
     """Wall time of the last ``run`` call in seconds (None before the first)."""
@@ -187,14 +187,14 @@ def load_model(
     providers: Sequence[str] = (CPU,),
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
     expected_kind: str | None = None,
-    intra_op_num_threads: int = 1,
+    intra_op_threads: int = 1,
 ) -> LoadedModel:
     """Load a card, verify its .onnx, open a session and check it against the card.
 
     ``providers`` in priority order; those this onnxruntime build lacks are skipped (and named in
-    ``provider_report``), CPU is always appended as the fallback. ``provider_options`` maps a
+    ``provider_summary``), CPU is always appended as the fallback. ``provider_options`` maps a
     provider name to its options, applied over ``default_provider_options``.
-    ``intra_op_num_threads`` defaults to 1: the robot computer runs many nodes.
+    ``intra_op_threads`` defaults to 1: the robot computer runs many nodes.
 
     Raises ModelCardError naming the file and mismatch, ValueError for an unknown provider name.
     """
@@ -211,7 +211,7 @@ def load_model(
             Path(cache).mkdir(parents=True, exist_ok=True)
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = int(intra_op_num_threads)
+    options.intra_op_num_threads = int(intra_op_threads)
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
@@ -228,13 +228,13 @@ def load_model(
 
     _check_session(card, session)
     got = list(session.get_providers())
-    report = _provider_report(card, providers, plan, got)
+    report = _provider_summary(card, providers, plan, got)
     model = LoadedModel(card, session, got, report)
     model._output_names = [spec.name for spec in card.outputs]
     return model
 
 
-def _provider_report(
+def _provider_summary(
     card: ModelCard, requested: Sequence[str], plan: ProviderPlan, got: list[str]
 ) -> str:
     parts = [f"model {card.model_id} ({card.onnx_path.name}) runs on {', '.join(got)}"]
