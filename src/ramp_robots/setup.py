@@ -31,6 +31,9 @@ setup(
     entry_points={
         "console_scripts": [
             "sim_bridge = ramp_robots.sim_bridge:main",
+            "piper_bridge = ramp_robots.piper_bridge:main",
+            "g1_bridge = ramp_robots.g1_bridge:main",
+            "fake_g1 = ramp_robots.fakes.fake_g1:main",
         ],
     },
 )

@@ -18,16 +18,16 @@ import os
 # EGL renders headless on CPU and GPU machines; the backend is chosen when mujoco is imported.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
+import mujoco
+import numpy as np
 
-from ramp_robots.core.driver import DriverError, RobotDriver, RobotState  # noqa: E402
+from ramp_robots.core.driver import DriverError, RobotDriver, RobotState
 
 PUBLIC_JOINTS: tuple[str, ...] = (
     "joint1",
@@ -72,7 +72,7 @@ def default_mjcf_path() -> Path:
 
         try:
             shared = Path(get_package_share_directory("ramp_robots")) / "mjcf" / MJCF_NAME
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):  # OSError: AMENT_PREFIX_PATH not set
             shared = None
     except ImportError:
         shared = None

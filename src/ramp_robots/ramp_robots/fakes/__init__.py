@@ -1,0 +1,1 @@
+"""Protocol-level fakes of robot hardware, for tests and `ramp up` without a robot."""

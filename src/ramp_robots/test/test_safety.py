@@ -1,0 +1,275 @@
+"""Tests of ramp_robots.core.safety.SafetyFilter: limits, no jumps, rejection, watchdog, e-stop."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ramp_common.limits import JointLimits
+from ramp_robots.core.safety import SafetyFilter, SafetyMode
+
+DT = 0.005
+TIMEOUT = 0.2
+LIMITS = JointLimits.from_lists(
+    ["shoulder", "elbow", "gripper"],
+    [-1.0, -2.0, 0.0],
+    [1.0, 0.5, 0.07],
+    [2.0, 1.0, 0.2],
+    [10.0, 5.0, 2.0],
+)
+REST = np.array([0.1, -0.5, 0.03])
+
+
+def make_filter() -> SafetyFilter:
+    return SafetyFilter(LIMITS, DT, command_timeout_s=TIMEOUT)
+
+
+def assert_feasible(outputs: np.ndarray, start: np.ndarray) -> None:
+    """Within the range, and finite differences (starting at rest at ``start``) within limits."""
+    assert np.all(outputs >= LIMITS.lower - 1e-12)
+    assert np.all(outputs <= LIMITS.upper + 1e-12)
+    path = np.vstack([start, start, outputs])
+    velocity = np.diff(path, axis=0) / DT
+    acceleration = np.diff(velocity, axis=0) / DT
+    assert np.all(np.abs(velocity) <= LIMITS.max_velocity * (1 + 1e-9) + 1e-12)
+    assert np.all(np.abs(acceleration) <= LIMITS.max_acceleration * (1 + 1e-6) + 1e-9)
+
+
+def assert_brakes_without_reversing(outputs: np.ndarray, velocity: np.ndarray) -> None:
+    """Each joint slows down to rest without ever moving against its initial ``velocity``."""
+    steps = np.diff(outputs, axis=0)
+    assert np.all(steps * np.sign(velocity) >= -1e-12), "a joint turned back while braking"
+
+
+def run(safety: SafetyFilter, ticks: int, t0: float = 0.0, measured=REST) -> np.ndarray:
+    return np.array([safety.output(t0 + k * DT, measured) for k in range(ticks)])
+
+
+def test_holds_the_measured_pose_before_any_command() -> None:
+    safety = make_filter()
+    outputs = run(safety, 20)
+    np.testing.assert_allclose(outputs, np.tile(REST, (20, 1)))
+    assert safety.mode is SafetyMode.IDLE
+
+
+def test_first_command_starts_from_the_measured_pose_without_a_jump() -> None:
+    safety = make_filter()
+    assert safety.command(np.array([0.9, 0.4, 0.07]), now=0.0) is None
+    outputs = []
+    for k in range(400):
+        now = k * DT
+        if k % 20 == 0:
+            safety.command(np.array([0.9, 0.4, 0.07]), now)  # keep it fresh
+        outputs.append(safety.output(now, REST))
+    outputs = np.array(outputs)
+    assert_feasible(outputs, REST)
+    np.testing.assert_allclose(outputs[-1], [0.9, 0.4, 0.07], atol=1e-9)
+    assert safety.counters.clamped > 0
+    assert safety.mode is SafetyMode.TRACKING
+
+
+def test_targets_outside_the_range_are_clipped() -> None:
+    safety = make_filter()
+    outputs = []
+    for k in range(600):
+        safety.command(np.array([5.0, -9.0, 1.0]), k * DT)
+        outputs.append(safety.output(k * DT, REST))
+    outputs = np.array(outputs)
+    assert_feasible(outputs, REST)
+    np.testing.assert_allclose(outputs[-1], [1.0, -2.0, 0.07], atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (np.array([0.2, np.nan, 0.03]), "not finite for joints \\['elbow'\\]"),
+        (np.array([np.inf, 0.0, 0.0]), "not finite for joints \\['shoulder'\\]"),
+        (np.array([0.2, 0.0]), "expected 3"),
+        (np.zeros((3, 1)), "expected 3"),
+    ],
+)
+def test_bad_commands_are_rejected_and_the_filter_keeps_holding(bad, reason) -> None:
+    safety = make_filter()
+    good = np.array([0.3, -0.3, 0.05])
+    safety.command(good, 0.0)
+    run(safety, 10)
+    result = safety.command(bad, 10 * DT)
+    assert result is not None
+    assert re.search(reason, result), result
+    outputs = []
+    for k in range(10, 300):
+        safety.command(good, k * DT)
+        outputs.append(safety.output(k * DT, REST))
+    assert np.all(np.isfinite(outputs))
+    np.testing.assert_allclose(outputs[-1], good, atol=1e-9)
+    counters = safety.counters
+    assert counters.rejected == 1 and counters.accepted == 291
+
+
+def test_stale_command_decelerates_and_holds_without_a_jump() -> None:
+    safety = make_filter()
+    far = np.array([0.9, 0.4, 0.0])
+    outputs = []
+    for k in range(40):  # commands for 0.2 s, then silence
+        safety.command(far, k * DT)
+        outputs.append(safety.output(k * DT, REST))
+    moving_velocity = (outputs[-1] - outputs[-2]) / DT
+    assert np.any(np.abs(moving_velocity) > 0.3), "should be moving when the stream stops"
+    for k in range(40, 400):
+        outputs.append(safety.output(k * DT, REST))
+    outputs = np.array(outputs)
+    assert_feasible(outputs, REST)
+    assert safety.mode is SafetyMode.STALE_HOLD
+    assert safety.counters.stale_holds == 1
+    # Came to rest and holds (short of the far target it no longer follows).
+    np.testing.assert_allclose(outputs[-1], outputs[-50], atol=1e-12)
+    assert not np.allclose(outputs[-1], far, atol=1e-3)
+    assert_brakes_without_reversing(outputs[39:], moving_velocity)
+
+
+def test_a_new_command_after_a_watchdog_hold_ramps_from_the_held_pose() -> None:
+    safety = make_filter()
+    safety.command(np.array([0.5, 0.0, 0.05]), 0.0)
+    outputs = list(run(safety, 200))  # goes stale at 0.2 s, holds
+    assert safety.mode is SafetyMode.STALE_HOLD
+    held = outputs[-1]
+    for k in range(200, 600):
+        safety.command(np.array([-0.8, -1.5, 0.01]), k * DT)
+        outputs.append(safety.output(k * DT, REST))
+    outputs = np.array(outputs)
+    assert_feasible(outputs, REST)
+    assert np.max(np.abs(outputs[200] - held)) <= np.max(LIMITS.max_acceleration) * DT * DT + 1e-12
+    np.testing.assert_allclose(outputs[-1], [-0.8, -1.5, 0.01], atol=1e-9)
+
+
+def test_estop_holds_rejects_commands_and_release_ramps_from_the_measured_pose() -> None:
+    safety = make_filter()
+    target = np.array([0.9, 0.4, 0.07])
+    outputs = []
+    for k in range(50):
+        safety.command(target, k * DT)
+        outputs.append(safety.output(k * DT, REST))
+    moving_velocity = (outputs[-1] - outputs[-2]) / DT
+    safety.engage_estop()
+    safety.engage_estop()  # latched: no second count
+    assert safety.command(target, 50 * DT) == "e-stop engaged"
+    for k in range(50, 250):
+        outputs.append(safety.output(k * DT, REST))
+    outputs = np.array(outputs)
+    assert_feasible(outputs, REST)
+    assert safety.mode is SafetyMode.ESTOP and safety.estop_engaged
+    np.testing.assert_allclose(outputs[-1], outputs[-20], atol=1e-12)  # holding
+    assert_brakes_without_reversing(outputs[49:], moving_velocity)
+    counters = safety.counters
+    assert counters.estops == 1 and counters.rejected == 1
+
+    # The robot sagged while stopped: after release the filter starts from where it really is.
+    measured = outputs[-1] + np.array([-0.01, 0.02, -0.001])
+    safety.release_estop()
+    assert not safety.estop_engaged and safety.mode is SafetyMode.IDLE
+    after = run(safety, 50, t0=250 * DT, measured=measured)
+    np.testing.assert_allclose(after, np.tile(measured, (50, 1)))  # holds until a new command
+    for k in range(300, 600):
+        safety.command(np.array([0.0, 0.0, 0.0]), k * DT)
+        after = np.vstack([after, safety.output(k * DT, measured)])
+    assert_feasible(after, measured)
+    np.testing.assert_allclose(after[-1], [0.0, 0.0, 0.0], atol=1e-9)
+
+
+def test_a_command_from_before_the_estop_is_not_resumed_after_release() -> None:
+    safety = make_filter()
+    safety.command(np.array([0.9, 0.4, 0.07]), 0.0)
+    safety.engage_estop()
+    safety.release_estop()
+    outputs = run(safety, 20, t0=0.01)
+    np.testing.assert_allclose(outputs, np.tile(REST, (20, 1)))
+
+
+def test_resync_starts_again_from_the_measured_pose() -> None:
+    safety = make_filter()
+    for k in range(100):
+        safety.command(np.array([0.8, 0.0, 0.0]), k * DT)
+        safety.output(k * DT, REST)
+    home = np.array([-0.2, -1.0, 0.04])
+    safety.resync()
+    assert safety.last_output is None
+    outputs = run(safety, 30, t0=0.5, measured=home)
+    np.testing.assert_allclose(outputs, np.tile(home, (30, 1)))
+
+
+def test_a_feasible_stream_is_followed_without_lag() -> None:
+    """A 200 Hz stream moving at up to 1.6 rad/s, sampled half a period out of phase."""
+    safety = make_filter()
+    amplitude, omega = np.array([0.8, 0.4, 0.02]), 2.0
+
+    def trajectory(t: float) -> np.ndarray:
+        return REST + amplitude * np.sin(omega * t) * np.array([1.0, 1.0, 1.0])
+
+    errors, outputs = [], []
+    for k in range(800):
+        t_cmd = k * DT
+        safety.command(trajectory(t_cmd), now=t_cmd, sent_at=1000.0 + t_cmd)
+        t_out = t_cmd + 0.5 * DT
+        outputs.append(safety.output(t_out, REST))
+        if k > 100:
+            errors.append(np.abs(outputs[-1] - trajectory(t_out)))
+    # The stream itself is within limits, so the output neither lags nor clamps.
+    assert np.max(errors) < 2e-3, np.max(errors, axis=0)
+    assert_feasible(np.array(outputs), REST)
+
+
+@st.composite
+def scenarios(draw):
+    """Random command streams with junk, gaps (watchdog), e-stops and measured-pose jumps."""
+    events = []
+    for _ in range(draw(st.integers(1, 12))):
+        kind = draw(st.sampled_from(["command", "command", "junk", "gap", "estop", "release"]))
+        target = draw(
+            st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=3, max_size=3).map(np.array)
+        )
+        ticks = draw(st.integers(1, 80))
+        events.append((kind, target, ticks))
+    return events
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenarios())
+def test_property_output_is_always_feasible_and_never_jumps(events) -> None:
+    safety = make_filter()
+    measured = REST.copy()
+    segment_start, segment = measured.copy(), []
+    k = 0
+    for kind, target, ticks in events:
+        if kind == "estop":
+            safety.engage_estop()
+        elif kind == "release" and safety.estop_engaged:
+            # A new segment: the filter restarts from the measured pose (here: the last output).
+            if segment:
+                assert_feasible(np.array(segment), segment_start)
+                measured = segment[-1]
+            safety.release_estop()
+            segment_start, segment = measured.copy(), []
+        for _ in range(ticks):
+            now = k * DT
+            if kind == "command":
+                safety.command(target, now)
+            elif kind == "junk":
+                assert safety.command(np.array([target[0], np.nan, 0.0]), now) is not None
+            out = safety.output(now, measured)
+            assert out.shape == (3,) and np.all(np.isfinite(out))
+            segment.append(out)
+            k += 1
+    assert_feasible(np.array(segment), segment_start)
+
+
+def test_invalid_construction_and_measured_pose_are_refused() -> None:
+    with pytest.raises(ValueError, match="period_s"):
+        SafetyFilter(LIMITS, 0.0)
+    with pytest.raises(ValueError, match="command_timeout_s"):
+        SafetyFilter(LIMITS, DT, command_timeout_s=0.0)
+    with pytest.raises(ValueError, match="unusable"):
+        make_filter().output(0.0, np.array([0.0, np.nan, 0.0]))
