@@ -14,7 +14,7 @@ if [ -f "$RAMP_ROOT/install/setup.bash" ]; then
   unset _ramp_nounset
 fi
 # console scripts of ament_python packages live in lib/<pkg>; put the two CLIs on PATH
-export PATH="$RAMP_ROOT/install/ramp_bringup/lib/ramp_bringup:$RAMP_ROOT/install/ramp_training/lib/ramp_training:$PATH"
+export PATH="$RAMP_ROOT/install/ramp_bringup/lib/ramp_bringup:$RAMP_ROOT/install/ramp_training/lib/ramp_training:$RAMP_ROOT/install/ramp_hilr_teleop/lib/ramp_hilr_teleop:$PATH"
 export RAMP_MODEL_DIR="${RAMP_MODEL_DIR:-$RAMP_ROOT/models}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"

@@ -59,6 +59,31 @@ NODES: dict[str, NodeSpec] = {
             "chunk_executor",
             "ramp_policy_node.chunk_executor_node:ChunkExecutorNode",
         ),
+        NodeSpec(
+            "piper_bridge",
+            "ramp_robots",
+            "piper_bridge",
+            "ramp_robots.piper_bridge:PiperBridgeNode",
+        ),
+        NodeSpec("g1_bridge", "ramp_robots", "g1_bridge", "ramp_robots.g1_bridge:G1BridgeNode"),
+        NodeSpec(
+            "teleop_node",
+            "ramp_hilr_teleop",
+            "teleop_node",
+            "ramp_hilr_teleop.teleop_node:TeleopNode",
+        ),
+        NodeSpec(
+            "intervention_arbiter",
+            "ramp_hilr_teleop",
+            "intervention_arbiter",
+            "ramp_hilr_teleop.intervention_arbiter:InterventionArbiterNode",
+        ),
+        NodeSpec(
+            "episode_recorder",
+            "ramp_hilr_teleop",
+            "episode_recorder",
+            "ramp_hilr_teleop.episode_recorder:EpisodeRecorderNode",
+        ),
     )
 }
 

@@ -1,0 +1,1 @@
+"""Operator takeover (teleop, intervention arbiter), episode recording and the ramp-bag tools."""
