@@ -68,8 +68,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     camera_names = list(shared.get("camera_names", []))
     recorder = RunRecorder(joint_names)
 
+    ros_args = ["--ros-args", "--params-file", str(config_file)]
+    if args.fake_hardware:  # bridges talk to their protocol fakes; device cameras are synthetic
+        ros_args += ["-p", "use_fake_hardware:=true"]
     rclpy.init(
-        args=["--ros-args", "--params-file", str(config_file)],
+        args=ros_args,
         signal_handler_options=rclpy.signals.SignalHandlerOptions.NO,
     )
     stop = threading.Event()
@@ -149,6 +152,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             "nodes": [s.name for s in specs],
             "ros_domain_id": int(env["ROS_DOMAIN_ID"]),
             "dds_profile": env.get("FASTRTPS_DEFAULT_PROFILES_FILE"),
+            "fake_hardware": bool(args.fake_hardware),
+            "executor": args.executor,
         }
         report = recorder.report(meta, t_start, t_end)
         write_report(report, args.report)
@@ -195,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--config", help="explicit parameter file instead of the robot's config")
     up.add_argument("--duration", type=float, default=0.0, help="stop after SECONDS (0: run)")
     up.add_argument("--report", help="write a JSON health report to FILE at exit")
+    up.add_argument(
+        "--fake-hardware",
+        action="store_true",
+        help="run the robot bridge against its protocol-level fake (no robot needed)",
+    )
     up.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default 42)")
     up.add_argument(
         "--dds-profile", default="", help="Fast DDS XML profile ('' shipped one, 'none' default)"

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -94,8 +95,8 @@ class _Camera:
 class CameraNode(Node):
     """Camera ingestion: devices, video files and sim topics -> ``camera/<name>/image_raw``."""
 
-    def __init__(self) -> None:
-        super().__init__("camera_node")
+    def __init__(self, node_name: str = "camera_node", **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
         names = list(
             declare(self, "camera_names", ["front"], "Camera names; topic camera/<name>/image_raw")
         )
@@ -125,6 +126,19 @@ class CameraNode(Node):
             "retry_period_s",
             float(declare(self, "retry_period_s", 1.0, "Period (s) of reopen attempts on failure")),
         )
+        fake = bool(
+            declare(
+                self,
+                "use_fake_hardware",
+                False,
+                "Replace device: sources with synthetic pattern: cameras (robot protocol fakes).",
+            )
+        )
+        if fake:
+            uris = [
+                f"pattern:{n}" if u.startswith("device:") else u
+                for n, u in zip(names, uris, strict=False)  # lengths are validated next
+            ]
         specs = self._validate(names, uris)
 
         self._health = NodeHealth()

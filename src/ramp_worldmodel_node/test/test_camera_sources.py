@@ -409,3 +409,15 @@ def test_worker_rejects_bad_rates() -> None:
         CameraWorker("fake", FlakySource(0), rate_hz=0.0)
     with pytest.raises(ValueError, match="retry_period_s"):
         CameraWorker("fake", FlakySource(0), rate_hz=1.0, retry_period_s=-1.0)
+
+
+def test_pattern_source_generates_moving_rgb_frames():
+    from ramp_worldmodel_node.core.camera_sources import make_frame_source, parse_source
+
+    source = make_frame_source(parse_source("pattern:front"), 64, 48, fps=200.0)
+    source.open()
+    first, second = source.read(), source.read()
+    source.close()
+    assert first.image.shape == (48, 64, 3) and first.image.dtype == np.uint8
+    assert second.capture_time_s >= first.capture_time_s
+    assert not np.array_equal(first.image, second.image)  # the square moves

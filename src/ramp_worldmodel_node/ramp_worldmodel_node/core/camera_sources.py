@@ -345,7 +345,49 @@ class FrameThrottle:
         return True
 
 
-SourceScheme = Literal["device", "file", "topic"]
+class PatternSource(FrameSource):
+    """A synthetic camera (``pattern:<label>``): a moving colour gradient with a bright square.
+
+    The stand-in for a camera at the hardware boundary when a robot runs against its protocol
+    fake (``use_fake_hardware``): frames are generated with numpy, stamped at generation time.
+    """
+
+    def __init__(self, label: str, width: int = 0, height: int = 0, fps: float = 30.0) -> None:
+        self._label = label
+        self._width = width or 320
+        self._height = height or 240
+        self._period_s = 1.0 / fps if fps > 0 else 1.0 / 30.0
+        self._next_s = 0.0
+        ys, xs = np.mgrid[0 : self._height, 0 : self._width]
+        self._base = np.stack(
+            [xs * 255 // max(self._width - 1, 1), ys * 255 // max(self._height - 1, 1), 0 * xs],
+            axis=-1,
+        ).astype(np.uint8)
+        self._k = 0
+
+    def open(self) -> None:
+        self._next_s = time.monotonic()
+
+    def read(self) -> Frame | None:
+        now = time.monotonic()
+        if now < self._next_s:
+            time.sleep(self._next_s - now)
+        self._next_s += self._period_s
+        image = self._base.copy()
+        size = max(8, self._height // 6)
+        x = (self._k * 4) % max(self._width - size, 1)
+        image[self._height // 3 : self._height // 3 + size, x : x + size] = 255
+        self._k += 1
+        return Frame(time.time(), image)
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"pattern:{self._label} {self._width}x{self._height}"
+
+
+SourceScheme = Literal["device", "file", "topic", "pattern"]
 
 
 @dataclass(frozen=True)
@@ -361,7 +403,7 @@ class SourceSpec:
         return f"{self.scheme}:{self.target}"
 
 
-_SCHEMES: tuple[SourceScheme, ...] = ("device", "file", "topic")
+_SCHEMES: tuple[SourceScheme, ...] = ("device", "file", "topic", "pattern")
 
 
 def parse_source(uri: str) -> SourceSpec:
@@ -398,6 +440,8 @@ def make_frame_source(
         return V4L2Source(spec.target, width, height, fps, read_timeout_s=read_timeout_s)
     if spec.scheme == "file":
         return VideoFileSource(spec.target, width=width, height=height)
+    if spec.scheme == "pattern":
+        return PatternSource(spec.target, width, height, fps)
     raise ValueError(f"camera source {spec.uri!r} is a topic, not a frame source")
 
 
