@@ -23,6 +23,25 @@ from rclpy.node import Node
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_CONFIG = ROOT / "src/ramp_bringup/config/sim.yaml"
+SIM_STACK_MODULES = {
+    "sim_bridge": "ramp_robots.sim_bridge",
+    "camera_node": "ramp_worldmodel_node.camera_node",
+    "worldmodel_node": "ramp_worldmodel_node.worldmodel_node",
+    "policy_node": "ramp_policy_node.policy_node",
+    "chunk_executor": "ramp_policy_node.chunk_executor_node",
+}
+
+
+def start_sim_stack(
+    procs: list[NodeProcess], log_dir: Path, config: Path = SIM_CONFIG
+) -> dict[str, NodeProcess]:
+    """Start every node of the sim stack as its own process (as ros2 launch does)."""
+    started = {}
+    for name, module in SIM_STACK_MODULES.items():
+        proc = NodeProcess.module(module, ["--params-file", str(config)], log_dir, name)
+        procs.append(proc)
+        started[name] = proc
+    return started
 
 
 class NodeProcess:

@@ -27,18 +27,19 @@ from ramp_common.conversions import (
     sec_to_stamp,
 )
 from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
-from tests.rosutil import SIM_CONFIG, NodeProcess, probe_node, processes, wait_for
+from tests.rosutil import (
+    SIM_CONFIG,
+    SIM_STACK_MODULES,
+    NodeProcess,
+    probe_node,
+    processes,
+    start_sim_stack,
+    wait_for,
+)
 
 pytestmark = pytest.mark.ros
 
 MODEL_DIR = Path(os.environ.get("RAMP_MODEL_DIR", "models")) / "demo"
-STACK_MODULES = {
-    "sim_bridge": "ramp_robots.sim_bridge",
-    "camera_node": "ramp_worldmodel_node.camera_node",
-    "worldmodel_node": "ramp_worldmodel_node.worldmodel_node",
-    "policy_node": "ramp_policy_node.policy_node",
-    "chunk_executor": "ramp_policy_node.chunk_executor_node",
-}
 JOINTS = ["joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper"]
 
 
@@ -93,10 +94,7 @@ def test_separate_processes_flow_and_survive_malformed_messages(tmp_path):
         return callback
 
     with processes(tmp_path) as procs, probe_node() as probe:
-        for name, module in STACK_MODULES.items():
-            procs.append(
-                NodeProcess.module(module, ["--params-file", str(SIM_CONFIG)], tmp_path, name)
-            )
+        start_sim_stack(procs, tmp_path)
         probe.create_subscription(
             Image, "camera/front/image_raw", counter("camera/front/image_raw"), SENSOR_QOS
         )
@@ -158,7 +156,7 @@ def test_separate_processes_flow_and_survive_malformed_messages(tmp_path):
         wait_for(still_flowing, 20, "chunks and commands after the malformed messages")
         for proc in procs:
             assert proc.alive(), f"{proc.name} died: {proc.stderr()[-2000:]}"
-    logs = {name: (tmp_path / f"{name}.err").read_text() for name in STACK_MODULES}
+    logs = {name: (tmp_path / f"{name}.err").read_text() for name in SIM_STACK_MODULES}
     assert "dropping ramp/wm_state" in logs["policy_node"]
     assert logs["policy_node"].count("dropping ramp/wm_state") == 1  # logged once, then counted
     assert "rejecting action chunk" in logs["chunk_executor"]

@@ -413,3 +413,21 @@ def test_a_chunk_after_the_watchdog_deadline_resumes_even_before_the_next_tick()
     stats = executor.stats()
     assert stats["watchdog_holds"] == 1
     assert stats["splices"] == 0 and stats["resumes"] == 2
+
+
+def test_estop_command_meets_the_held_robot_so_release_does_not_jump() -> None:
+    executor = make()
+    executor.update_measured(np.zeros(3), 0.0)
+    executor.submit(line_chunk(0.0), 0.0)
+    run(executor, 0.0, 0.3)
+    executor.set_estop(True, 0.3)
+    held = np.array([0.05, -0.04, 0.02])  # where the bridge stopped the robot
+    commands = []
+    for now in ticks(0.3, 1.0):
+        commands.append(executor.step(now))
+        executor.update_measured(held, now)
+    assert_smooth(LIMITS, np.array(commands))
+    np.testing.assert_allclose(commands[-1], held, atol=1e-9)
+    executor.set_estop(False, 1.0)
+    first = executor.step(1.0)
+    np.testing.assert_allclose(first, held, atol=1e-9)  # release starts where the stream was

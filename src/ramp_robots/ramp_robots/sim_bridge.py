@@ -60,9 +60,10 @@ DEFAULT_MAX_VELOCITY = [2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 0.2]
 DEFAULT_MAX_ACCELERATION = [15.0, 15.0, 15.0, 20.0, 20.0, 20.0, 2.0]
 TASK_CHECK_PERIOD_S = 0.05
 """How often the task-success flag is evaluated."""
-RENDER_NICENESS = 5
-"""Niceness added to the render thread (and the software-GL threads it starts): where CPU is
-short, physics and joint_states keep their rate and the cameras give way."""
+RENDER_NICENESS = 0
+"""Niceness added to the render thread (and the software-GL threads it starts). Kept at 0:
+the render thread holds the GIL while it builds the scene, so a lower priority starves every
+other thread of this process under CPU contention (seen: joint_states at 6 Hz, renders of 3 s)."""
 
 
 class SimBridgeNode(Node):

@@ -28,16 +28,18 @@ from ramp_worldmodel_node.core.preprocess import ImagePreprocessor
 PIPER_JOINTS = ("joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper")
 PIPER_LOWER = np.array([-2.618, 0.0, -2.967, -1.745, -1.22, -2.0944, 0.0])
 PIPER_UPPER = np.array([2.618, 3.14, 0.0, 1.745, 1.22, 2.0944, 0.07])
-PIPER_HOME = np.array([0.0, 0.6, -0.9, 0.0, 0.5, 0.0, 0.04])
+PIPER_HOME = np.array([0.0, 1.3, -1.45, 0.0, 1.0, 0.0, 0.04])
+"""The simulated arm's ready pose (ramp_robots sim: gripper tip ~0.12 m above the table)."""
 DEMO_CAMERAS = ("front", "wrist")
 
-# Around home, each joint moving 0.2-0.5 rad (gripper 1-2 cm) between neighbours.
+# Around home, each joint moving 0.1-0.4 rad (gripper 1-2 cm) between neighbours; checked in the
+# simulated scene to keep the gripper 0.12-0.33 m above the table (no contact, no tracking error).
 DEMO_WAYPOINTS = np.array(
     [
-        [0.0, 0.6, -0.9, 0.0, 0.5, 0.0, 0.04],
-        [0.4, 0.9, -1.2, 0.3, 0.3, 0.4, 0.06],
-        [0.0, 1.1, -0.7, 0.0, 0.7, -0.2, 0.02],
-        [-0.4, 0.8, -1.1, -0.3, 0.3, 0.3, 0.05],
+        [0.0, 1.3, -1.45, 0.0, 1.0, 0.0, 0.04],
+        [0.4, 1.45, -1.5, 0.3, 1.0, 0.4, 0.06],
+        [0.0, 1.6, -1.8, 0.0, 1.2, -0.3, 0.02],
+        [-0.4, 1.45, -1.5, -0.3, 1.0, 0.3, 0.05],
     ]
 )
 DEMO_SPEED = np.array([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.05])

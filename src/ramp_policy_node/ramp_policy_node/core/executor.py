@@ -18,10 +18,11 @@ States:
   an e-stop release or a handover).
 - ``EXECUTING``: following chunks. A chunk that ran out holds its last target until the watchdog
   (``watchdog_timeout_s`` without an accepted chunk) switches to HOLDING.
-- ``ESTOP``: latched by ``set_estop(True)``; chunks are refused and the command decelerates to a
-  stop at the acceleration limit and holds there (a controlled stop; the command never jumps to
-  the measured pose while the robot may still move). Release restarts from the measured pose
-  with zero velocity into HOLDING; chunks observed before the release are refused as stale.
+- ``ESTOP``: latched by ``set_estop(True)``; chunks are refused and the command follows the
+  measured pose (the bridge is holding the robot) within the limits, so it never jumps, and the
+  command stream already meets the measured pose when a release restarts from it. Release
+  restarts from the measured pose with zero velocity into HOLDING; chunks observed before the
+  release are refused as stale.
 
 After every (re)start from the measured pose the velocity limits are scaled by
 ``ramp_in_max_velocity_scale`` until the command has joined the first chunk's trajectory (within
@@ -306,6 +307,10 @@ class ChunkExecutor:
                 target = self._reference.sample(now)
                 previous_target = self._reference.sample(now - self._dt)
                 target_velocity = (target - previous_target) / self._dt
+            elif self._state == ESTOP and self._measured is not None:
+                # The bridge holds the robot; follow the measured pose within the limits so the
+                # command stream meets the measured pose before a release restarts from it.
+                target = self._measured
             else:
                 assert self._hold_pose is not None
                 target = self._hold_pose
