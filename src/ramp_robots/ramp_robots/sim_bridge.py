@@ -9,8 +9,9 @@ Thin rclpy adapter over ``ramp_robots.core.sim.MujocoSimDriver`` and
 - cameras at ``camera_rate_hz``: render every camera from one state snapshot and publish
   ``sim/camera/<name>/image_raw`` (rgb8, stamp = capture time, frame_id = camera name).
 
-Topics: publishes ``joint_states`` (JointState: rad / m, rad/s / m/s, N*m / N), ``sim/task_success``
-and ``ramp/estop_active`` (std_msgs/Bool, latched, on change), ``diagnostics``; subscribes
+Topics: publishes ``joint_states`` (JointState: rad / m, rad/s / m/s, N*m / N), ``sim/task_success``,
+``ramp/estop_active`` (std_msgs/Bool, latched, on change), ``ramp/sent_command`` (JointState:
+what the safety filter actually sent, per tick), ``diagnostics``; subscribes
 ``joint_command`` (JointState, positions by name). Services: ``sim/reset`` (std_srvs/Trigger: arm
 home, cube to a seeded start pose) and ``ramp/estop`` (std_srvs/SetBool: true engages, false
 releases). Stamps are wall-clock time (``time.time()``).
@@ -134,6 +135,7 @@ class SimBridgeNode(Node):
         }
         self._success_pub = self.create_publisher(Bool, "sim/task_success", LATCHED_QOS)
         self._estop_pub = self.create_publisher(Bool, "ramp/estop_active", LATCHED_QOS)
+        self._sent_pub = self.create_publisher(JointState, "ramp/sent_command", COMMAND_QOS)
         self.create_subscription(
             JointState, "joint_command", self._on_command, COMMAND_QOS, callback_group=group
         )
@@ -251,7 +253,10 @@ class SimBridgeNode(Node):
         # filter start from a pre-reset pose.
         with self._reset_lock:
             state = self._driver.read_state()
-            self._driver.send(self._safety.output(time.monotonic(), state.positions))
+            sent = self._safety.output(time.monotonic(), state.positions)
+            self._driver.send(sent)
+        # what actually went to the robot after the safety filter (the recorder keeps it)
+        self._sent_pub.publish(make_joint_state(self._names, sent, sec_to_stamp(time.time())))
         self._state_pub.publish(
             make_joint_state(
                 self._names,
