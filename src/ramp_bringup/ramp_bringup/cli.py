@@ -33,12 +33,6 @@ def _shared_params(config_file: Path) -> dict:
     return (data.get("/**") or {}).get("ros__parameters") or {}
 
 
-def _executor_command_topic(config_file: Path) -> str:
-    data = yaml.safe_load(config_file.read_text()) or {}
-    params = (data.get("chunk_executor") or {}).get("ros__parameters") or {}
-    return str(params.get("command_topic", "joint_command"))
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the stack of one robot until --duration elapses or Ctrl-C / SIGTERM."""
     config_file = Path(args.config) if args.config else config_path(args.robot)
@@ -92,7 +86,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             recorder,
             joint_names,
             camera_names,
-            command_topic=_executor_command_topic(config_file),
+            command_topic="joint_command",  # what reaches the bridge
             watched_nodes={s.name for s in specs},
         )
         nodes.append(monitor)

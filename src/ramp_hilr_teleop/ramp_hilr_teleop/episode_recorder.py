@@ -1,0 +1,304 @@
+"""episode_recorder: records the loop's topics into one rosbag2 (MCAP) folder per episode.
+
+Thin rclpy adapter over ``ramp_hilr_teleop.core.recorder.EpisodeRecorder``. Subscriptions are
+``raw=True`` (serialized CDR goes to the bag untouched, header stamps included), each topic with
+the QoS its publisher offers (cameras best effort, latched task/intervention transient local),
+on two private nodes spun by their own single-threaded executors (images; everything else), so
+a state message never waits behind image callbacks. The bag's log time is the receive time
+(wall clock, ns).
+
+Services: ``ramp/episode/start`` (std_srvs/Trigger; message = bag folder, or the reason it
+cannot start), ``ramp/episode/stop`` (std_srvs/SetBool, data = success), ``ramp/episode/cancel``
+(std_srvs/Trigger; the bag is kept, marked cancelled). Publishes ``diagnostics`` (recording
+state, queue, drops, free disk). Episode layout and metadata: docs/episodes.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_srvs.srv import SetBool, Trigger
+
+from ramp_common.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, NodeHealth, RateMeter
+from ramp_common.node_tools import declare, expand_path, require_positive, run_node
+from ramp_common.qos import LATCHED_QOS
+from ramp_hilr_teleop.core.bag_writer import (
+    TopicSpec,
+    default_topics,
+    make_typestore,
+    parse_topic_specs,
+)
+from ramp_hilr_teleop.core.episode import EpisodeMetadata
+from ramp_hilr_teleop.core.recorder import EpisodeRecorder, RecorderConfig, RecorderError
+
+LABEL_PARAMS = ("output_dir", "robot", "operator")
+"""Parameters that may change between episodes (refused while recording)."""
+
+
+def subscription_qos(qos_class: str) -> QoSProfile:
+    """Recorder-side QoS for a topic's QoS class: matches its publisher, deep queues."""
+    if qos_class == "latched":
+        return LATCHED_QOS
+    if qos_class == "sensor":
+        return QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=30,
+            reliability=ReliabilityPolicy.BEST_EFFORT,
+            durability=DurabilityPolicy.VOLATILE,
+        )
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=100,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def message_class(spec: TopicSpec) -> type:
+    """Python message class of ``spec.msgtype``; raises ValueError naming the topic."""
+    package, _, name = spec.msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError):
+        raise ValueError(
+            f"topic {spec.topic}: message type {spec.msgtype} is not installed"
+        ) from None
+
+
+class EpisodeRecorderNode(Node):
+    """Records episodes on request (see the module docstring)."""
+
+    def __init__(self, node_name: str = "episode_recorder", **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
+        output_dir = declare(
+            self, "output_dir", "~/ramp_episodes", "Folder of episode bags (~ and $VARS expand)."
+        )
+        cameras = list(
+            declare(self, "camera_names", ["front", "wrist"], "Cameras: camera/<name>/image_raw.")
+        )
+        topics = list(
+            declare(
+                self,
+                "topics",
+                default_topics(cameras),
+                "Recorded topics: 'topic' for the loop's topics, 'topic:pkg/msg/Type[:qos]' for "
+                "others (qos: sensor|state|command|latched|default).",
+            )
+        )
+        robot = declare(self, "robot", "", "Robot name stored with each episode.")
+        operator = declare(self, "operator", "", "Operator name stored with each episode.")
+        min_free = float(
+            declare(self, "min_free_disk_mb", 1024.0, "End the episode below this free MB.")
+        )
+        flush = require_positive(
+            "flush_interval_s",
+            declare(self, "flush_interval_s", 1.0, "Close an MCAP chunk and flush every N s."),
+        )
+        max_queue = require_positive(
+            "max_queue_mb", declare(self, "max_queue_mb", 512.0, "Write queue bound, MB.")
+        )
+        max_duration = float(
+            declare(self, "max_episode_duration_s", 0.0, "End an episode after N s (0 = never).")
+        )
+        fsync = bool(declare(self, "fsync", False, "fsync at every flush (power-loss safe)."))
+        distro = declare(self, "ros_distro", "", "Bag type store: humble|jazzy ('' = $ROS_DISTRO).")
+
+        specs = parse_topic_specs(topics)
+        classes = {spec.topic: message_class(spec) for spec in specs}
+        self._health = NodeHealth()
+        self._health.set_status(OK, "idle")
+        self._rate = RateMeter()
+        self._recorder = EpisodeRecorder(
+            specs,
+            RecorderConfig(
+                output_dir=Path(expand_path(output_dir)),
+                robot=robot,
+                operator=operator,
+                namespace=self.get_namespace(),
+                min_free_disk_mb=min_free,
+                flush_interval_s=flush,
+                max_queue_mb=max_queue,
+                max_episode_duration_s=max_duration,
+                fsync=fsync,
+            ),
+            typestore=make_typestore(distro or None),
+            on_event=self._on_event,
+        )
+        # Subscriptions live on two private nodes, each spun by its own single-threaded
+        # executor: rclpy's multi-threaded executor costs far more per message, and a 200 Hz
+        # state topic behind a publisher queue of 10 must never wait behind image callbacks.
+        self._closed = False
+        self._rx: list[tuple[Node, SingleThreadedExecutor, threading.Thread]] = []
+        groups = {
+            "images": [s for s in specs if s.qos == "sensor"],
+            "state": [s for s in specs if s.qos != "sensor"],
+        }
+        for suffix, group in groups.items():
+            if group:
+                self._start_receiver(suffix, group, classes)
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "ramp/episode/start", self._on_start, callback_group=services)
+        self.create_service(SetBool, "ramp/episode/stop", self._on_stop, callback_group=services)
+        self.create_service(
+            Trigger, "ramp/episode/cancel", self._on_cancel, callback_group=services
+        )
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diagnostics = DiagnosticsPublisher(self, self._health, 1.0, self._refresh_health)
+        self.get_logger().info(
+            f"recording {len(specs)} topics into {self._recorder.config.output_dir} on request"
+        )
+
+    def _start_receiver(
+        self, suffix: str, specs: list[TopicSpec], classes: dict[str, type]
+    ) -> None:
+        node = rclpy.create_node(
+            f"{self.get_name()}_rx_{suffix}",
+            namespace=self.get_namespace(),
+            context=self.context,
+            use_global_arguments=False,
+            start_parameter_services=False,
+        )
+        for spec in specs:
+            node.create_subscription(
+                classes[spec.topic],
+                spec.topic,
+                lambda raw, t=spec.topic: self._on_raw(t, raw),
+                subscription_qos(spec.qos),
+                raw=True,
+            )
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(node)
+        thread = threading.Thread(
+            target=self._spin_receiver, args=(executor,), name=f"recorder-rx-{suffix}", daemon=True
+        )
+        thread.start()
+        self._rx.append((node, executor, thread))
+
+    def _spin_receiver(self, executor: SingleThreadedExecutor) -> None:
+        while not self._closed and self.context.ok():
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except ExternalShutdownException:
+                return
+            except Exception as exc:  # keep receiving; a shutdown race ends the loop above
+                if not self._closed and self.context.ok():
+                    self.get_logger().error(f"recorder receive failed: {exc!r}")
+
+    def _on_raw(self, topic: str, raw: bytes) -> None:
+        if self._recorder.offer(topic, raw, time.time_ns()):
+            self._rate.tick()
+
+    def _on_start(self, _request: Trigger.Request, response: Trigger.Response) -> Any:
+        try:
+            meta, repairs = self._recorder.start()
+        except RecorderError as exc:
+            response.success, response.message = False, str(exc)
+            self.get_logger().error(f"episode start refused: {exc}")
+            return response
+        notes = "".join(f"; {r.message}" for r in repairs)
+        path = Path(self._recorder.config.output_dir).expanduser() / meta.name
+        response.success, response.message = True, f"{path}{notes}"
+        self.get_logger().info(f"episode {meta.name} recording into {path}{notes}")
+        return response
+
+    def _on_stop(self, request: SetBool.Request, response: SetBool.Response) -> Any:
+        try:
+            meta = self._recorder.stop(bool(request.data))
+        except RecorderError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        response.success, response.message = meta.error is None, self._summary(meta)
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_cancel(self, _request: Trigger.Request, response: Trigger.Response) -> Any:
+        try:
+            meta = self._recorder.cancel()
+        except RecorderError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        response.success, response.message = meta.error is None, self._summary(meta)
+        self.get_logger().info(response.message)
+        return response
+
+    def _summary(self, meta: EpisodeMetadata) -> str:
+        path = Path(self._recorder.config.output_dir).expanduser() / meta.name
+        text = (
+            f"{path}: {meta.status}, success={meta.success}, {meta.duration_s:.1f} s, "
+            f"{meta.message_count} messages, {meta.dropped_count} dropped"
+        )
+        return text + (f"; error: {meta.error}" if meta.error else "")
+
+    def _on_event(self, level: str, text: str) -> None:
+        logger = self.get_logger()
+        {"info": logger.info, "warn": logger.warning}.get(level, logger.error)(text)
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        changes = {p.name: p.value for p in params if p.name in LABEL_PARAMS}
+        if not changes:
+            return SetParametersResult(successful=True)
+        if self._recorder.status().recording:
+            return SetParametersResult(
+                successful=False, reason=f"{sorted(changes)} cannot change while recording"
+            )
+        config = self._recorder.config
+        if "output_dir" in changes:
+            config.output_dir = Path(expand_path(str(changes["output_dir"])))
+        if "robot" in changes:
+            config.robot = str(changes["robot"])
+        if "operator" in changes:
+            config.operator = str(changes["operator"])
+        return SetParametersResult(successful=True)
+
+    def _refresh_health(self) -> None:
+        st = self._recorder.status()
+        h = self._health
+        h.set_value("recording", st.recording)
+        h.set_value("episode", st.episode)
+        h.set_value("bag_path", st.bag_path)
+        h.set_value("queued_messages", st.queued_messages)
+        h.set_value("queued_mb", st.queued_mb)
+        h.set_value("written_messages", st.written_messages)
+        h.set_value("written_mb", st.written_mb)
+        h.set_value("dropped", st.dropped)
+        h.set_value("free_disk_mb", st.free_disk_mb)
+        h.set_value("record_rate_hz", self._rate.rate_hz())
+        h.set_value("episodes_recorded", st.episodes_recorded)
+        h.set_value("last_error", st.last_error)
+        if st.last_error:
+            h.set_status(ERROR, st.last_error)
+        elif st.recording and st.dropped:
+            h.set_status(WARN, f"recording {st.episode}: {st.dropped} messages dropped")
+        elif st.recording:
+            h.set_status(OK, f"recording {st.episode}")
+        else:
+            h.set_status(OK, "idle")
+
+    def close(self) -> None:
+        """End an episode still recording (kept, marked 'shutdown'), stop writer and receivers."""
+        self._closed = True
+        self._recorder.close()
+        for node, executor, thread in self._rx:
+            executor.shutdown()
+            thread.join(2.0)
+            node.destroy_node()
+        self._rx = []
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(EpisodeRecorderNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
