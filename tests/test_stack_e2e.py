@@ -44,10 +44,17 @@ JOINTS = ["joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper"]
 
 
 def run_ramp_up(
-    tmp_path: Path, duration_s: float, config: Path | None = None
+    tmp_path: Path,
+    duration_s: float,
+    config: Path | None = None,
+    robot: str = "sim",
+    fake_hardware: bool = False,
 ) -> tuple[int, dict, str]:
+    """Run ``ramp up`` as a process; (exit code, report, stderr)."""
     report_path = tmp_path / "report.json"
-    args = [sys.executable, "-m", "ramp_bringup.cli", "up", "--robot", "sim"]
+    args = [sys.executable, "-m", "ramp_bringup.cli", "up", "--robot", robot]
+    if fake_hardware:
+        args.append("--fake-hardware")
     args += ["--duration", str(duration_s), "--report", str(report_path)]
     args += ["--domain-id", os.environ["ROS_DOMAIN_ID"]]
     if config is not None:
