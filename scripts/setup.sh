@@ -32,6 +32,11 @@ else
   log ".venv up to date"
 fi
 
+# 1b. Unitree G1 DDS stack: CycloneDDS 0.10.2 (the robot's version) binding built against Debian's
+#     C library, and the SDK on top of it; never from plain pip (that brings cyclonedds 11).
+log "G1 DDS stack"
+bash "$ROOT/scripts/setup_g1_dds.sh"
+
 # 2. colcon build (symlink install: edits to Python sources take effect without a rebuild)
 export VIRTUAL_ENV="$ROOT/.venv" PATH="$ROOT/.venv/bin:$PATH"
 export AMENT_PREFIX_PATH="$VIRTUAL_ENV"

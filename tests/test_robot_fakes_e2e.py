@@ -7,6 +7,7 @@ are synthetic, and the report must show the same loop as on the simulator.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 
 import pytest
@@ -18,13 +19,10 @@ pytestmark = pytest.mark.ros
 
 def _g1_dds_ready() -> bool:
     try:
-        import cyclonedds
-
-        return cyclonedds.__version__.startswith("0.10") and bool(
-            importlib.util.find_spec("unitree_sdk2py")
-        )
-    except Exception:
+        version = importlib.metadata.version("cyclonedds")
+    except importlib.metadata.PackageNotFoundError:
         return False
+    return version.startswith("0.10.") and importlib.util.find_spec("unitree_sdk2py") is not None
 
 
 ROBOTS = [

@@ -9,9 +9,10 @@ Thin rclpy adapter over ``ramp_robots.core.sim.MujocoSimDriver`` and
 - cameras at ``camera_rate_hz``: render every camera from one state snapshot and publish
   ``sim/camera/<name>/image_raw`` (rgb8, stamp = capture time, frame_id = camera name).
 
-Topics: publishes ``joint_states`` (JointState: rad / m, rad/s / m/s, N*m / N), ``sim/task_success``,
-``ramp/estop_active`` (std_msgs/Bool, latched, on change), ``ramp/sent_command`` (JointState:
-what the safety filter actually sent, per tick), ``diagnostics``; subscribes
+Topics: publishes ``joint_states`` (JointState: rad / m, rad/s / m/s, N*m / N),
+``sim/task_success``, ``ramp/estop_active`` (std_msgs/Bool, latched, on change),
+``ramp/sent_command`` (JointState: what the safety filter actually sent, per tick),
+``diagnostics``; subscribes
 ``joint_command`` (JointState, positions by name). Services: ``sim/reset`` (std_srvs/Trigger: arm
 home, cube to a seeded start pose) and ``ramp/estop`` (std_srvs/SetBool: true engages, false
 releases). Stamps are wall-clock time (``time.time()``).
