@@ -10,7 +10,7 @@ from typing import Any
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 
@@ -66,10 +66,8 @@ def require_positive(name: str, value: float) -> float:
     return value
 
 
-def run_node(
-    factory: Callable[[], Node], args: Sequence[str] | None = None, threads: int = 4
-) -> int:
-    """Standard ``main()``: init, build the node, spin on a multi-threaded executor.
+def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> int:
+    """Standard ``main()``: init, build the node, spin it (single-threaded executor, see below).
 
     Ctrl-C or SIGTERM ends it cleanly (no traceback); a start-up error is logged and returns 1.
     """
@@ -83,7 +81,12 @@ def run_node(
             name = getattr(factory, "__name__", "ramp")
             rclpy.logging.get_logger(name).fatal(f"start-up failed: {exc}")
             return 1
-        executor = MultiThreadedExecutor(num_threads=threads)
+        # Single-threaded on purpose: every node does its heavy work on its own threads
+        # (inference workers, control loops, camera readers), so callbacks are short. rclpy's
+        # MultiThreadedExecutor busy-spins at 100 % CPU when a ready entity's callback group is
+        # busy (ros2/rclpy#1452, not fixed in the Jazzy 7.1 wheels; seen here with two nodes
+        # spinning for minutes), which starves every other process on a small robot computer.
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -150,7 +150,7 @@ def _run_in_namespace(args: argparse.Namespace) -> int:
     """Bridge + probe in this (PC) namespace; writes what the probe saw to ``args.out``."""
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import JointState
 
@@ -176,7 +176,7 @@ def _run_in_namespace(args: argparse.Namespace) -> int:
     states: list[JointState] = []
     probe.create_subscription(JointState, "joint_states", states.append, STATE_QOS)
     command_pub = probe.create_publisher(JointState, "joint_command", COMMAND_QOS)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor = SingleThreadedExecutor(context=context)  # rclpy#1452: the multi one busy-spins
     executor.add_node(bridge)
     executor.add_node(probe)
     spinner = threading.Thread(target=executor.spin, daemon=True)

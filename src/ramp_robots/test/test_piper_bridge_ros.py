@@ -27,7 +27,7 @@ pytest.importorskip("piper_sdk")
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -242,7 +242,7 @@ def test_silent_arm_and_arm_estop_are_faults_that_recover(context: Context) -> N
     )
     fake = bridge.fake_hardware
     probe = Probe(context)
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor = SingleThreadedExecutor(context=context)  # rclpy#1452: the multi one busy-spins
     executor.add_node(bridge)
     executor.add_node(probe.node)
     halt = spin_in_thread(executor, context)
