@@ -23,21 +23,17 @@ from rclpy.node import Node
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_CONFIG = ROOT / "src/ramp_bringup/config/sim.yaml"
-SIM_STACK_MODULES = {
-    "sim_bridge": "ramp_robots.sim_bridge",
-    "camera_node": "ramp_worldmodel_node.camera_node",
-    "worldmodel_node": "ramp_worldmodel_node.worldmodel_node",
-    "policy_node": "ramp_policy_node.policy_node",
-    "chunk_executor": "ramp_policy_node.chunk_executor_node",
-}
 
 
 def start_sim_stack(
     procs: list[NodeProcess], log_dir: Path, config: Path = SIM_CONFIG
 ) -> dict[str, NodeProcess]:
-    """Start every node of the sim stack as its own process (as ros2 launch does)."""
+    """Start every node of the config's stack as its own process (as ros2 launch does)."""
+    from ramp_bringup.stack import stack_nodes
+
     started = {}
-    for name, module in SIM_STACK_MODULES.items():
+    for spec in stack_nodes(config):
+        name, module = spec.name, spec.factory.split(":")[0]
         proc = NodeProcess.module(module, ["--params-file", str(config)], log_dir, name)
         procs.append(proc)
         started[name] = proc

@@ -121,5 +121,11 @@ def test_estop_latches_until_released(tmp_path):
         wait_for(future.done, 10, "the e-stop release")
         assert future.result().success
         released_at = time.monotonic()
+        # After a release the intervention arbiter waits in PAUSED for the operator to resume.
+        resume = probe.create_client(SetBool, "ramp/pause")
+        assert resume.wait_for_service(timeout_sec=10)
+        future = resume.call_async(SetBool.Request(data=False))
+        wait_for(future.done, 10, "the resume")
+        assert future.result().success, future.result().message
         wait_for(lambda: states.moving(1.0, 5e-3), 30, "motion after the release")
         assert_no_jump(commands, released_at - 0.5)

@@ -27,17 +27,12 @@ from std_srvs.srv import SetBool, Trigger
 
 from ramp_common.conversions import make_joint_state, sec_to_stamp
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
-from tests.rosutil import SIM_CONFIG, NodeProcess, probe_node, processes, start_sim_stack, wait_for
+from tests.rosutil import SIM_CONFIG, probe_node, processes, start_sim_stack, wait_for
 from tests.test_chunk_execution_ros import Recorder, assert_no_jump
 
 pytestmark = pytest.mark.ros
 
 JOINTS = ["joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper"]
-EXTRA_NODES = {
-    "intervention_arbiter": "ramp_hilr_teleop.intervention_arbiter",
-    "teleop_node": "ramp_hilr_teleop.teleop_node",
-    "episode_recorder": "ramp_hilr_teleop.episode_recorder",
-}
 LOOP_TOPICS = [
     "camera/front/image_raw",
     "camera/wrist/image_raw",
@@ -78,9 +73,7 @@ def test_operator_takeover_is_recorded_and_exported(tmp_path):
     config = hilr_config(tmp_path)
     commands, states = Recorder(), Recorder()
     with processes(tmp_path) as procs, probe_node("scripted_operator") as operator:
-        start_sim_stack(procs, tmp_path, config)
-        for name, module in EXTRA_NODES.items():
-            procs.append(NodeProcess.module(module, ["--params-file", str(config)], tmp_path, name))
+        start_sim_stack(procs, tmp_path, config)  # incl. arbiter, teleop and recorder
         operator.create_subscription(JointState, "joint_command", commands, COMMAND_QOS)
         operator.create_subscription(JointState, "joint_states", states, STATE_QOS)
         task_pub = operator.create_publisher(String, "ramp/task", LATCHED_QOS)

@@ -29,7 +29,6 @@ from ramp_common.conversions import (
 from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
 from tests.rosutil import (
     SIM_CONFIG,
-    SIM_STACK_MODULES,
     NodeProcess,
     probe_node,
     processes,
@@ -126,7 +125,7 @@ def test_separate_processes_flow_and_survive_malformed_messages(tmp_path):
                     )
                 )
 
-        wait_for(all_flowing, 60, f"frames, states, chunks and commands (seen {seen})")
+        wait_for(all_flowing, 60, "frames, states, chunks and commands")
 
         def moved() -> bool:
             with lock:
@@ -163,7 +162,7 @@ def test_separate_processes_flow_and_survive_malformed_messages(tmp_path):
         wait_for(still_flowing, 20, "chunks and commands after the malformed messages")
         for proc in procs:
             assert proc.alive(), f"{proc.name} died: {proc.stderr()[-2000:]}"
-    logs = {name: (tmp_path / f"{name}.err").read_text() for name in SIM_STACK_MODULES}
+    logs = {p.stem: p.read_text() for p in tmp_path.glob("*.err")}
     assert "dropping ramp/wm_state" in logs["policy_node"]
     assert logs["policy_node"].count("dropping ramp/wm_state") == 1  # logged once, then counted
     assert "rejecting action chunk" in logs["chunk_executor"]
