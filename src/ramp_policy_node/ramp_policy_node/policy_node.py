@@ -10,18 +10,30 @@ Replanning (asynchronous chunking): inference starts when the chunk last publish
 ``replan_remaining_s`` seconds left, and at most at ``rate_hz``; with ``replan_remaining_s`` = 0 it
 runs on every new world-model state, at most at ``rate_hz``. Inference runs on its own thread
 (``ramp_common.worker.TriggeredWorker``), never in an input callback.
+
+Hot reload (``ramp_worldmodel_node.core.hot_swap``): ``~/reload`` (std_srvs/Trigger: load the
+card at ``model_card`` again), a new value of the ``model_card`` parameter, or, with
+``watch_model: true``, a change of the card file on disk load and check a new policy next to the
+running one (card, sha256, session, robot joints and cameras, same inputs and wm_state shape);
+the inference thread switches to it between two chunks, and the chunk executor splices the new
+policy's first chunk like any other. A refused policy leaves the old one running and says why
+(log, service answer, parameter result, diagnostics ``last_reload``). The diagnostics'
+``model_id`` is the policy that made the last chunk (also its frame_id).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 from rclpy import Parameter
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ramp_common.conversions import (
@@ -44,13 +56,28 @@ from ramp_common.diagnostics import (
 from ramp_common.node_tools import LogOnce, declare, expand_path, require_positive, run_node
 from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
 from ramp_common.worker import TriggeredWorker
-from ramp_worldmodel_node.core.model_card import check_against_robot
+from ramp_worldmodel_node.core.hot_swap import HotSwap, check_same_interface
+from ramp_worldmodel_node.core.model_card import ModelCardError, check_against_robot
 from ramp_worldmodel_node.core.observation import ObservationBuffer, StaleInputError
-from ramp_worldmodel_node.core.onnx_runtime import NonFiniteOutputError, load_model
+from ramp_worldmodel_node.core.onnx_runtime import LoadedModel, NonFiniteOutputError, load_model
 from ramp_worldmodel_node.core.preprocess import ImagePreprocessor
 
 WM_KEY = "wm_state"
 JOINT_KEY = "joint_state"
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """A loaded policy and what the node derived from its card."""
+
+    model: LoadedModel
+    step_dt: float
+    t_from_start: np.ndarray
+    """(H,) s: (k + 1) * step_dt."""
+    cameras: tuple[str, ...]
+    """Cameras fed as images (empty when the policy takes no images)."""
+    preprocess: ImagePreprocessor | None
+    card_path: str
 
 
 class PolicyNode(Node):
@@ -87,29 +114,38 @@ class PolicyNode(Node):
         camera_names = list(
             declare(self, "camera_names", Parameter.Type.STRING_ARRAY, "Robot cameras.")
         )
-        threads = declare(self, "intra_op_threads", 1, "onnxruntime intra-op threads.")
+        self._threads = declare(self, "intra_op_threads", 1, "onnxruntime intra-op threads.")
+        watch = bool(
+            declare(
+                self,
+                "watch_model",
+                False,
+                "Reload when the model_card file changes on disk (polled every watch_period_s).",
+            )
+        )
+        watch_period = require_positive(
+            "watch_period_s",
+            declare(self, "watch_period_s", 1.0, "How often the card file is checked, s."),
+        )
         if not card_path:
             raise ValueError("parameter model_card is empty: give the policy card path")
+        self._providers = list(providers)
+        self._camera_names = camera_names
 
-        self._model = load_model(
-            card_path, list(providers), expected_kind="policy", intra_op_threads=threads
-        )
-        card = self._model.card
-        check_against_robot(card, self._joint_names, camera_names)
+        setup = self._load(card_path)
+        card = setup.model.card
         self.get_logger().info(
-            f"policy {card.model_id} from {card_path}: {self._model.provider_summary}"
+            f"policy {card.model_id} from {card_path}: {setup.model.provider_summary}"
         )
-        self._step_dt = float(card.chunk.step_dt)
-        self._t_from_start = self._step_dt * np.arange(1, card.chunk.length + 1)
+        self._swap = HotSwap(setup, card_path)
         self._roles = {spec.role for spec in card.inputs}
         keys = []
         if "wm_state" in self._roles:
             keys.append(WM_KEY)
         if "joint_state" in self._roles:
             keys.append(JOINT_KEY)
-        self._cameras = list(card.cameras) if "images" in self._roles else []
+        self._cameras = list(setup.cameras)
         keys += [f"camera/{c}" for c in self._cameras]
-        self._preprocess = ImagePreprocessor(card.image) if self._cameras else None
         self._inputs = ObservationBuffer(keys)
         self._wm_shape = tuple(card.input_by_role("wm_state").shape[1:]) if WM_KEY in keys else ()
         self._last_used: tuple | None = None
@@ -118,7 +154,8 @@ class PolicyNode(Node):
 
         self._health = NodeHealth()
         self._health.set_value("model_id", card.model_id)
-        self._health.set_value("providers", ",".join(self._model.active_providers))
+        self._health.set_value("model_card", card_path)
+        self._health.set_value("providers", ",".join(setup.model.active_providers))
         self._log_once = LogOnce(self)
         self._inference_ms = LatencyStats()
         self._chunk_age = LatencyStats()
@@ -148,6 +185,70 @@ class PolicyNode(Node):
         )
         self._worker.start()
         self._diag = DiagnosticsPublisher(self, self._health, refresh=self._update_health)
+
+        reload_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "~/reload", self._on_reload, callback_group=reload_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if watch:
+            self.create_timer(watch_period, self._watch_card, callback_group=reload_group)
+
+    # -- models ---------------------------------------------------------------------------------
+    def _load(self, card_path: str, current: _Setup | None = None) -> _Setup:
+        """Load and check a policy; raises ModelCardError / ValueError naming the problem."""
+        model = load_model(
+            card_path, self._providers, expected_kind="policy", intra_op_threads=self._threads
+        )
+        card = model.card
+        check_against_robot(card, self._joint_names, self._camera_names)
+        if current is not None:
+            check_same_interface(current.model.card, card, current.cameras)
+        step_dt = float(card.chunk.step_dt)
+        images = card.input_by_role("images") is not None
+        return _Setup(
+            model=model,
+            step_dt=step_dt,
+            t_from_start=step_dt * np.arange(1, card.chunk.length + 1),
+            cameras=tuple(card.cameras) if images else (),
+            preprocess=ImagePreprocessor(card.image) if images else None,
+            card_path=card_path,
+        )
+
+    def _reload(self, card_path: str, why: str) -> tuple[bool, str]:
+        """Load, check and stage a new policy (the old one runs on meanwhile); -> (ok, message)."""
+        current = self._swap.active
+        try:
+            setup = self._load(card_path, current)
+        except (ModelCardError, ValueError, OSError) as exc:
+            message = f"reload ({why}) refused, still running {current.model.model_id}: {exc}"
+            self._swap.refuse(card_path, message)
+            self.get_logger().error(message)
+            return False, message
+        message = (
+            f"reload ({why}): {setup.model.model_id} from {card_path} staged, replaces "
+            f"{current.model.model_id} at the next chunk"
+        )
+        self._swap.stage(setup, card_path, message)
+        self._health.set_value("model_card", card_path)
+        self.get_logger().info(message)
+        return True, message
+
+    def _on_reload(self, _request: Trigger.Request, response: Trigger.Response) -> Any:
+        response.success, response.message = self._reload(self._swap.card_path, "service")
+        return response
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for param in params:
+            if param.name == "model_card":
+                path = expand_path(str(param.value))
+                if not path:
+                    return SetParametersResult(successful=False, reason="model_card is empty")
+                ok, message = self._reload(path, "parameter model_card")
+                return SetParametersResult(successful=ok, reason=message)
+        return SetParametersResult(successful=True)
+
+    def _watch_card(self) -> None:
+        if self._swap.card_changed():
+            self._reload(self._swap.card_path, "card file changed")
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_wm_state(self, msg: Image) -> None:
@@ -188,6 +289,11 @@ class PolicyNode(Node):
 
     # -- inference ----------------------------------------------------------------------------
     def _tick(self) -> None:
+        setup, switched = self._swap.take()
+        if switched:
+            self._health.set_value("model_id", setup.model.model_id)
+            self._health.set_value("providers", ",".join(setup.model.active_providers))
+            self.get_logger().info(f"now running policy {setup.model.model_id}")
         now = time.time()
         if self._replan_remaining_s > 0 and now < self._last_chunk_end - self._replan_remaining_s:
             return
@@ -208,13 +314,13 @@ class PolicyNode(Node):
             feeds["wm_state"] = obs.samples[WM_KEY].value.astype(np.float32)[None]
         if JOINT_KEY in obs.samples:
             feeds["joint_state"] = obs.samples[JOINT_KEY].value.astype(np.float32)[None]
-        if self._preprocess is not None:
-            feeds["images"] = self._preprocess(
-                [obs.samples[f"camera/{c}"].value for c in self._cameras]
+        if setup.preprocess is not None:
+            feeds["images"] = setup.preprocess(
+                [obs.samples[f"camera/{c}"].value for c in setup.cameras]
             )
         start = time.perf_counter()
         try:
-            outputs = self._model.run(feeds)
+            outputs = setup.model.run(feeds)
         except NonFiniteOutputError as exc:
             self._health.count("nonfinite_outputs")
             self._health.set_status(ERROR, f"policy output not finite: {exc}")
@@ -224,20 +330,24 @@ class PolicyNode(Node):
         chunk = np.asarray(outputs["action_chunk"][0], dtype=np.float64)
         msg = numpy_to_trajectory(
             self._joint_names,
-            self._t_from_start,
+            setup.t_from_start,
             chunk,
             sec_to_stamp(obs.stamp),
-            self._model.card.model_id,
+            setup.model.model_id,
         )
         self._pub.publish(msg)
         published = time.time()
-        self._last_chunk_end = obs.stamp + float(self._t_from_start[-1])
+        self._last_chunk_end = obs.stamp + float(setup.t_from_start[-1])
         self._chunk_age.add(published - obs.stamp)
         self._rate.tick()
         self._health.set_status(OK, "running")
 
     def _update_health(self) -> None:
         self._health.set_value("chunk_rate_hz", self._rate.rate_hz())
+        self._health.set_value("reloads", self._swap.reloads)
+        self._health.set_value("reloads_refused", self._swap.refused)
+        if self._swap.last_message:
+            self._health.set_value("last_reload", self._swap.last_message)
         for key, value in self._inference_ms.percentiles_ms().items():
             self._health.set_value(f"inference_ms_{key}", value)
         for key, value in self._chunk_age.percentiles_ms().items():

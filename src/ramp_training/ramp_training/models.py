@@ -227,3 +227,81 @@ class ChunkPolicy(nn.Module):
         deltas = self.step_fractions(latent, joint_state) * self.max_step
         chunk = joint_state.unsqueeze(1) + self.cumulative @ deltas
         return torch.maximum(torch.minimum(chunk, self.joint_upper), self.joint_lower)
+
+
+class ConditionedChunkPolicy(ChunkPolicy):
+    """ChunkPolicy conditioned on an advantage/intervention indicator, with a maskable latent.
+
+    Training feeds ``indicator`` 1 for behaviour to imitate (expert, operator corrections,
+    successful or value-improving steps) and 0 for the rest, and replaces the world-model latent
+    by a learned mask token at random, so the same weights also act without a world model.
+    ``forward`` (what is exported) is the deployed behaviour: indicator 1, latent used.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.mask_token = nn.Parameter(torch.zeros(self.tokens, self.dim))
+        self.indicator_proj = nn.Linear(1, self.latent_proj.out_features)
+
+    def conditioned_fractions(
+        self,
+        latent: torch.Tensor,
+        joint_state: torch.Tensor,
+        indicator: torch.Tensor,
+        latent_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Per-step motion fractions (B, H, D) in (-1, 1).
+
+        ``indicator`` (B, 1) in [0, 1]; ``latent_mask`` (B, 1) in [0, 1], 1 = latent replaced by
+        the mask token.
+        """
+        b = latent.shape[0]
+        m = latent_mask.reshape(b, 1, 1)
+        latent = m * self.mask_token.unsqueeze(0) + (1.0 - m) * latent
+        z = self.latent_proj(self.latent_norm(latent).reshape(b, -1))
+        q = (joint_state - self.joint_center) / self.joint_half_range
+        h = self.trunk(z + self.joint_proj(q) + self.indicator_proj(indicator))
+        return torch.tanh(self.head(h)).reshape(b, self.horizon, self.joint_dim)
+
+    def chunk_from_fractions(self, joint_state: torch.Tensor, fractions: torch.Tensor):
+        """Absolute joint targets (B, H, D) from fractions, clipped to the joint limits."""
+        chunk = joint_state.unsqueeze(1) + self.cumulative @ (fractions * self.max_step)
+        return torch.maximum(torch.minimum(chunk, self.joint_upper), self.joint_lower)
+
+    def conditioned(
+        self,
+        latent: torch.Tensor,
+        joint_state: torch.Tensor,
+        indicator: float = 1.0,
+        mask_latent: bool = False,
+    ) -> torch.Tensor:
+        """Absolute joint targets (B, H, D) with a fixed indicator and latent mask."""
+        b = joint_state.shape[0]
+        ind = joint_state.new_full((b, 1), float(indicator))
+        mask = joint_state.new_full((b, 1), 1.0 if mask_latent else 0.0)
+        return self.chunk_from_fractions(
+            joint_state, self.conditioned_fractions(latent, joint_state, ind, mask)
+        )
+
+    def step_fractions(self, latent: torch.Tensor, joint_state: torch.Tensor) -> torch.Tensor:
+        b = joint_state.shape[0]
+        return self.conditioned_fractions(
+            latent, joint_state, joint_state.new_ones(b, 1), joint_state.new_zeros(b, 1)
+        )
+
+
+class PolicyWithoutWorldModel(nn.Module):
+    """Export wrapper: the conditioned policy with its latent replaced by the mask token.
+
+    Takes only the joint state (B, D), so its card has no ``wm_state`` input and the policy node
+    runs it without a world model.
+    """
+
+    def __init__(self, policy: ConditionedChunkPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, joint_state: torch.Tensor) -> torch.Tensor:
+        b = joint_state.shape[0]
+        latent = self.policy.mask_token.unsqueeze(0).expand(b, -1, -1)
+        return self.policy.conditioned(latent, joint_state, 1.0, mask_latent=True)

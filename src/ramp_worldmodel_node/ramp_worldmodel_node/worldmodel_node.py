@@ -5,18 +5,29 @@ preprocessing and input synchronisation live in ``ramp_worldmodel_node.core``.
 
 Publishes ``ramp/wm_state`` (sensor_msgs/Image, 32FC1, rows = latent tokens, cols = latent dim,
 header.stamp = observation time = oldest capture stamp used, frame_id = model id).
+
+Hot reload (``ramp_worldmodel_node.core.hot_swap``): ``~/reload`` (std_srvs/Trigger: load the
+card at ``model_card`` again), a new value of the ``model_card`` parameter, or, with
+``watch_model: true``, a change of the card file on disk load and check a new model next to the
+running one (card, sha256, session, robot joints and cameras, same wiring); the inference thread
+switches to it between two inferences. A refused model leaves the old one running and says why
+(log, service answer, parameter result, diagnostics ``last_reload``). The diagnostics'
+``model_id`` is the model the last inference ran.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 from rclpy import Parameter
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import Trigger
 
 from ramp_common.conversions import (
     MessageError,
@@ -38,9 +49,10 @@ from ramp_common.diagnostics import (
 from ramp_common.node_tools import LogOnce, declare, expand_path, require_positive, run_node
 from ramp_common.qos import SENSOR_QOS, STATE_QOS
 from ramp_common.worker import TriggeredWorker
-from ramp_worldmodel_node.core.model_card import check_against_robot
+from ramp_worldmodel_node.core.hot_swap import HotSwap, check_same_interface
+from ramp_worldmodel_node.core.model_card import ModelCardError, check_against_robot
 from ramp_worldmodel_node.core.observation import ObservationBuffer, StaleInputError
-from ramp_worldmodel_node.core.onnx_runtime import NonFiniteOutputError, load_model
+from ramp_worldmodel_node.core.onnx_runtime import LoadedModel, NonFiniteOutputError, load_model
 from ramp_worldmodel_node.core.preprocess import ImagePreprocessor
 
 JOINT_KEY = "joint_state"
@@ -49,6 +61,17 @@ JOINT_KEY = "joint_state"
 def camera_key(name: str) -> str:
     """Observation-buffer key of a camera."""
     return f"camera/{name}"
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """A loaded world model and what the node derived from its card."""
+
+    model: LoadedModel
+    preprocess: ImagePreprocessor
+    cameras: tuple[str, ...]
+    needs_joints: bool
+    card_path: str
 
 
 class WorldModelNode(Node):
@@ -92,21 +115,32 @@ class WorldModelNode(Node):
                 "Robot cameras (must match the model card).",
             )
         )
-        threads = declare(self, "intra_op_threads", 1, "onnxruntime intra-op threads.")
+        self._threads = declare(self, "intra_op_threads", 1, "onnxruntime intra-op threads.")
+        watch = bool(
+            declare(
+                self,
+                "watch_model",
+                False,
+                "Reload when the model_card file changes on disk (polled every watch_period_s).",
+            )
+        )
+        watch_period = require_positive(
+            "watch_period_s",
+            declare(self, "watch_period_s", 1.0, "How often the card file is checked, s."),
+        )
         if not card_path:
             raise ValueError("parameter model_card is empty: give the world-model card path")
+        self._providers = list(providers)
+        self._camera_names = camera_names
 
-        self._model = load_model(
-            card_path, list(providers), expected_kind="world_model", intra_op_threads=threads
-        )
-        card = self._model.card
-        check_against_robot(card, self._joint_names, camera_names)
+        setup = self._load(card_path)
+        card = setup.model.card
         self.get_logger().info(
-            f"world model {card.model_id} from {card_path}: {self._model.provider_summary}"
+            f"world model {card.model_id} from {card_path}: {setup.model.provider_summary}"
         )
-        self._cameras = list(card.cameras)
-        self._preprocess = ImagePreprocessor(card.image)
-        self._needs_joints = card.input_by_role("joint_state") is not None
+        self._swap = HotSwap(setup, card_path)
+        self._cameras = list(setup.cameras)
+        self._needs_joints = setup.needs_joints
         keys = [camera_key(c) for c in self._cameras]
         if self._needs_joints:
             keys.append(JOINT_KEY)
@@ -115,7 +149,8 @@ class WorldModelNode(Node):
 
         self._health = NodeHealth()
         self._health.set_value("model_id", card.model_id)
-        self._health.set_value("providers", ",".join(self._model.active_providers))
+        self._health.set_value("model_card", card_path)
+        self._health.set_value("providers", ",".join(setup.model.active_providers))
         self._log_once = LogOnce(self)
         self._inference_ms = LatencyStats()
         self._obs_age = LatencyStats()
@@ -141,6 +176,71 @@ class WorldModelNode(Node):
         self._worker.start()
         self._diag = DiagnosticsPublisher(self, self._health, refresh=self._update_health)
 
+        reload_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "~/reload", self._on_reload, callback_group=reload_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if watch:
+            self.create_timer(watch_period, self._watch_card, callback_group=reload_group)
+
+    # -- models ---------------------------------------------------------------------------------
+    def _load(self, card_path: str, current: _Setup | None = None) -> _Setup:
+        """Load and check a world model; raises ModelCardError / ValueError naming the problem."""
+        model = load_model(
+            card_path,
+            self._providers,
+            expected_kind="world_model",
+            intra_op_threads=self._threads,
+        )
+        card = model.card
+        check_against_robot(card, self._joint_names, self._camera_names)
+        if current is not None:
+            check_same_interface(current.model.card, card, current.cameras)
+        return _Setup(
+            model=model,
+            preprocess=ImagePreprocessor(card.image),
+            cameras=tuple(card.cameras),
+            needs_joints=card.input_by_role("joint_state") is not None,
+            card_path=card_path,
+        )
+
+    def _reload(self, card_path: str, why: str) -> tuple[bool, str]:
+        """Load, check and stage a new model (the old one runs on meanwhile); -> (ok, message)."""
+        current = self._swap.active
+        try:
+            setup = self._load(card_path, current)
+        except (ModelCardError, ValueError, OSError) as exc:
+            message = f"reload ({why}) refused, still running {current.model.model_id}: {exc}"
+            self._swap.refuse(card_path, message)
+            self.get_logger().error(message)
+            return False, message
+        message = (
+            f"reload ({why}): {setup.model.model_id} from {card_path} staged, replaces "
+            f"{current.model.model_id} at the next inference"
+        )
+        self._swap.stage(setup, card_path, message)
+        self._health.set_value("model_card", card_path)
+        self.get_logger().info(message)
+        self._worker.poke()
+        return True, message
+
+    def _on_reload(self, _request: Trigger.Request, response: Trigger.Response) -> Any:
+        response.success, response.message = self._reload(self._swap.card_path, "service")
+        return response
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for param in params:
+            if param.name == "model_card":
+                path = expand_path(str(param.value))
+                if not path:
+                    return SetParametersResult(successful=False, reason="model_card is empty")
+                ok, message = self._reload(path, "parameter model_card")
+                return SetParametersResult(successful=ok, reason=message)
+        return SetParametersResult(successful=True)
+
+    def _watch_card(self) -> None:
+        if self._swap.card_changed():
+            self._reload(self._swap.card_path, "card file changed")
+
     # -- inputs -------------------------------------------------------------------------------
     def _on_image(self, camera: str, msg: Image) -> None:
         try:
@@ -157,7 +257,7 @@ class WorldModelNode(Node):
         self._worker.poke()
 
     def _on_joint_state(self, msg: JointState) -> None:
-        if not self._needs_joints:
+        if JOINT_KEY not in self._inputs.keys:
             return
         try:
             q = joint_state_positions(msg, self._joint_names)
@@ -169,6 +269,11 @@ class WorldModelNode(Node):
 
     # -- inference ----------------------------------------------------------------------------
     def _infer(self) -> None:
+        setup, switched = self._swap.take()
+        if switched:
+            self._health.set_value("model_id", setup.model.model_id)
+            self._health.set_value("providers", ",".join(setup.model.active_providers))
+            self.get_logger().info(f"now running world model {setup.model.model_id}")
         now = time.time()
         try:
             obs = self._inputs.observation(now, self._max_age_s)
@@ -180,13 +285,13 @@ class WorldModelNode(Node):
             return  # nothing new since the last inference
         self._last_used = used
         feeds: dict[str, np.ndarray] = {
-            "images": self._preprocess([obs.samples[camera_key(c)].value for c in self._cameras])
+            "images": setup.preprocess([obs.samples[camera_key(c)].value for c in setup.cameras])
         }
-        if self._needs_joints:
+        if setup.needs_joints:
             feeds["joint_state"] = obs.samples[JOINT_KEY].value.astype(np.float32)[None, :]
         start = time.perf_counter()
         try:
-            outputs = self._model.run(feeds)
+            outputs = setup.model.run(feeds)
         except NonFiniteOutputError as exc:
             self._health.count("nonfinite_outputs")
             self._health.set_status(ERROR, f"model output not finite: {exc}")
@@ -194,7 +299,7 @@ class WorldModelNode(Node):
             return
         self._inference_ms.add(time.perf_counter() - start)
         latent = np.ascontiguousarray(outputs["wm_state"][0], dtype=np.float32)
-        msg = numpy_to_image(latent, "32FC1", sec_to_stamp(obs.stamp), self._model.card.model_id)
+        msg = numpy_to_image(latent, "32FC1", sec_to_stamp(obs.stamp), setup.model.model_id)
         self._pub.publish(msg)
         self._obs_age.add(time.time() - obs.stamp)
         self._out_rate.tick()
@@ -204,6 +309,10 @@ class WorldModelNode(Node):
 
     def _update_health(self) -> None:
         self._health.set_value("rate_hz", self._out_rate.rate_hz())
+        self._health.set_value("reloads", self._swap.reloads)
+        self._health.set_value("reloads_refused", self._swap.refused)
+        if self._swap.last_message:
+            self._health.set_value("last_reload", self._swap.last_message)
         for key, value in self._inference_ms.percentiles_ms().items():
             self._health.set_value(f"inference_ms_{key}", value)
         for key, value in self._obs_age.percentiles_ms().items():

@@ -1,0 +1,250 @@
+"""The RAMP loop in simulation, measured, with one command (``ramp-train experiment``).
+
+Stages (each writes into its own folder under ``--out``; the next stage reads only that):
+
+1. ``demos``: scripted-expert demonstrations in the synchronous simulator (demo set);
+2. ``base``: pre-training of the world model + conditioned policy on them (ONNX pair + cards);
+3. ``hilr``: one HILR round with the base models on the real stack: scripted operator taking
+   over through teleop, episodes recorded by ``episode_recorder``, exported with the
+   ``ramp-bag export`` exporter, continual training on demos + HILR data (``hilr/model``);
+4. ``control``: the same continual training budget on the demonstrations alone (so a gain of
+   (c) over (a) is not just more training steps);
+5. evaluations of (a) base policy, (b) base policy without world model (latent masked, no
+   ``wm_state`` input), (c) after the HILR round, (d) control: ``sim_episodes`` each in the
+   synchronous simulator (same ONNX sessions and chunk executor, independent of machine load)
+   and ``stack_episodes`` each through the real nodes in real time.
+
+Results: ``experiment.json`` (every number, model ids, seeds, timings) and ``results.md`` (the
+table for docs/experiment.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ramp_training.operator import OperatorConfig
+from ramp_training.progress import stderr_log
+from ramp_training.task import TaskDistribution
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    demo_episodes: int = 10
+    image_size: int = 64
+    tokens: int = 8
+    dim: int = 32
+    policy_hidden: int = 256
+    pretrain_steps: int = 2000
+    continual_steps: int = 1500
+    value_steps: int = 300
+    hilr_episodes: int = 30
+    hilr_backend: str = "stack"
+    hilr_max_duration_s: float = 20.0
+    sim_episodes: int = 100
+    stack_episodes: int = 20
+    eval_max_duration_s: float = 20.0
+    control: bool = True
+    threads: int = 2
+
+    @classmethod
+    def quick(cls) -> ExperimentConfig:
+        """CI-sized: tiny models, a few short episodes, the HILR round still on the stack."""
+        return cls(
+            demo_episodes=3,
+            image_size=32,
+            tokens=4,
+            dim=16,
+            policy_hidden=64,
+            pretrain_steps=30,
+            continual_steps=20,
+            value_steps=10,
+            hilr_episodes=2,
+            hilr_max_duration_s=4.0,
+            sim_episodes=2,
+            stack_episodes=0,
+            eval_max_duration_s=4.0,
+            control=False,
+        )
+
+    def with_stack_episodes(self, episodes: int) -> ExperimentConfig:
+        return replace(self, stack_episodes=episodes)
+
+
+def run_experiment(
+    out_dir: Path,
+    config: ExperimentConfig | None = None,
+    seed: int = 0,
+    task: TaskDistribution | None = None,
+    domain_id: int | None = None,
+    log: Callable[[str], None] = stderr_log,
+) -> Path:
+    """Run every stage (see the module docstring); -> ``experiment.json``."""
+    from ramp_training.evaluate import eval_seeds, evaluate
+    from ramp_training.hilr_round import collect_sim, collect_stack
+    from ramp_training.pipeline import generate_demos, training_run
+    from ramp_training.train import TrainConfig
+
+    config = config or ExperimentConfig()
+    task = task or TaskDistribution()
+    out_dir = Path(out_dir)
+    if (out_dir / "experiment.json").exists():
+        raise ValueError(f"{out_dir}: holds an experiment already; choose another folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+
+    def stage(name: str) -> Callable[[], None]:
+        t0 = time.monotonic()
+        log(f"=== {name} ===")
+
+        def done() -> None:
+            timings[name] = round(time.monotonic() - t0, 1)
+
+        return done
+
+    done = stage("demonstrations")
+    demos = out_dir / "demos"
+    generate_demos(
+        demos, config.demo_episodes, seed=seed, task=task, image_size=config.image_size, log=log
+    )
+    done()
+
+    sizes = {
+        "image_size": config.image_size,
+        "tokens": config.tokens,
+        "dim": config.dim,
+        "policy_hidden": config.policy_hidden,
+    }
+    base_cfg = TrainConfig(seed=seed, steps=config.pretrain_steps, threads=config.threads)
+    continual_cfg = TrainConfig(
+        seed=seed + 1,
+        steps=config.continual_steps,
+        value_steps=config.value_steps,
+        threads=config.threads,
+    )
+    done = stage("pre-training")
+    base = training_run([demos], out_dir / "base", base_cfg, model_overrides=sizes, log=log)
+    done()
+
+    done = stage("HILR round")
+    hilr_dir = out_dir / "hilr"
+    if config.hilr_backend == "stack":
+        collected = collect_stack(
+            base.out_dir,
+            hilr_dir,
+            config.hilr_episodes,
+            seed,
+            task,
+            OperatorConfig(),
+            max_duration_s=config.hilr_max_duration_s,
+            domain_id=domain_id,
+            log=log,
+        )
+    else:
+        collected = collect_sim(
+            base.out_dir,
+            hilr_dir,
+            config.hilr_episodes,
+            seed,
+            task,
+            OperatorConfig(),
+            max_duration_s=config.hilr_max_duration_s,
+            image_size=config.image_size,
+            log=log,
+        )
+    hilr = training_run(
+        [demos, collected.dataset], hilr_dir / "model", continual_cfg, init=base.out_dir, log=log
+    )
+    done()
+
+    control = None
+    if config.control:
+        done = stage("control (continual training on demonstrations only)")
+        control = training_run(
+            [demos], out_dir / "control", continual_cfg, init=base.out_dir, log=log
+        )
+        done()
+
+    conditions = [
+        ("a_base", "(a) base policy", base.world_model_card, base.policy_card),
+        ("b_no_world_model", "(b) base, no world model", None, base.policy_no_wm_card),
+        ("c_after_hilr", "(c) after one HILR round", hilr.world_model_card, hilr.policy_card),
+    ]
+    if control is not None:
+        conditions.append(
+            (
+                "d_control",
+                "(d) control: same steps, demos only",
+                control.world_model_card,
+                control.policy_card,
+            )
+        )
+    results: dict[str, dict] = {}
+    for backend, episodes in (("sim", config.sim_episodes), ("stack", config.stack_episodes)):
+        if episodes <= 0:
+            continue
+        for key, label, wm, policy in conditions:
+            done = stage(f"eval {label} [{backend}]")
+            summary = evaluate(
+                wm,
+                policy,
+                eval_seeds(episodes),
+                backend=backend,
+                label=label,
+                task=task,
+                max_duration_s=config.eval_max_duration_s,
+                log=log,
+                domain_id=domain_id,
+            )
+            summary.write(out_dir / "eval" / f"{key}_{backend}.json")
+            results.setdefault(key, {})[backend] = summary.to_dict()
+            done()
+
+    doc = {
+        "config": asdict(config),
+        "seed": seed,
+        "task": asdict(task),
+        "stages": {
+            "demos": str(demos),
+            "base": str(base.out_dir),
+            "hilr_dataset": str(collected.dataset),
+            "hilr_model": str(hilr.out_dir),
+            "control": str(control.out_dir) if control else None,
+        },
+        "model_ids": {
+            "base": base.model_ids,
+            "after_hilr": hilr.model_ids,
+            "control": control.model_ids if control else None,
+        },
+        "hilr_collection": {"backend": config.hilr_backend, **collected.to_dict()},
+        "results": results,
+        "timings_s": timings,
+        "total_s": round(time.monotonic() - started, 1),
+    }
+    path = out_dir / "experiment.json"
+    path.write_text(json.dumps(doc, indent=2))
+    (out_dir / "results.md").write_text(results_table(doc))
+    log(results_table(doc))
+    return path
+
+
+def results_table(doc: dict) -> str:
+    """Markdown table of the success rates in an ``experiment.json``."""
+    lines = [
+        "| condition | backend | success | 95% CI (Wilson) | mean time to success |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for by_backend in doc["results"].values():
+        for backend, r in by_backend.items():
+            lo, hi = r["ci95"]
+            tts = r["mean_time_to_success_s"]
+            lines.append(
+                f"| {r['label']} | {backend} | {r['successes']}/{r['trials']} "
+                f"({100 * r['success_rate']:.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}% | "
+                f"{'-' if tts != tts else f'{tts:.1f} s'} |"
+            )
+    return "\n".join(lines) + "\n"
