@@ -151,6 +151,13 @@ def _config(tmp_path: Path, watched: Path) -> Path:
         )
     # No arbiter in this test: the executor drives the bridge directly.
     data["chunk_executor"]["ros__parameters"]["command_topic"] = "joint_command"
+    data["ramp_stack"]["ros__parameters"]["nodes"] = [
+        "sim_bridge",
+        "camera_node",
+        "worldmodel_node",
+        "policy_node",
+        "chunk_executor",
+    ]
     path = tmp_path / "hot_reload.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -186,7 +193,11 @@ def test_models_switch_while_the_stack_runs(pair_a: Path, tmp_path: Path) -> Non
         probe.create_subscription(JointTrajectory, "ramp/action_chunk", ids.on_chunk, COMMAND_QOS)
         probe.create_subscription(DiagnosticArray, "diagnostics", ids.on_diag, 10)
         wait_for(lambda: commands.moving(1.0), 90, "the policy to move the arm")
-        assert ids.last("wm") == ids_a["wm"] and ids.last("policy") == ids_a["policy"]
+        wait_for(
+            lambda: ids.last("wm") == ids_a["wm"] and ids.last("policy") == ids_a["policy"],
+            30,
+            "states and chunks from pair A",
+        )
         started = time.monotonic()
 
         # 1. A new pair is exported into the watched folder: both nodes switch by themselves.
