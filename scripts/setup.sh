@@ -58,4 +58,9 @@ if ! ramp-train verify "$RAMP_MODEL_DIR/demo" >/dev/null 2>&1; then
 else
   log "demo models present and valid"
 fi
+if ! ramp-train verify "$RAMP_MODEL_DIR/g1" >/dev/null 2>&1; then
+  log "exporting an untrained G1 pair (holds position) to $RAMP_MODEL_DIR/g1"
+  ramp-train export-untrained --robot-config "$ROOT/src/ramp_bringup/config/g1.yaml" \
+    --out "$RAMP_MODEL_DIR/g1"
+fi
 log "done. Use the workspace with: source env.sh"

@@ -148,6 +148,13 @@ def _parser() -> argparse.ArgumentParser:
         "--no-check", action="store_true", help="skip the closed-loop check and timing"
     )
 
+    holding = sub.add_parser(
+        "export-untrained",
+        help="export an untrained pair shaped for a robot config (the policy holds position)",
+    )
+    holding.add_argument("--robot-config", required=True, type=Path, help="robot config YAML")
+    holding.add_argument("--out", required=True, type=Path, help="output folder")
+
     verify = sub.add_parser(
         "verify", help="load every model card in a folder (or one card) and check it on CPU"
     )
@@ -168,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "experiment": _experiment,
         "export-demo": _export_demo,
         "verify": lambda a: _verify(a.path),
+        "export-untrained": _export_untrained,
     }
     try:
         return handlers[args.command](args)
@@ -177,6 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"ramp-train {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _export_untrained(args: argparse.Namespace) -> int:
+    from ramp_training.robot_models import export_holding_pair
+
+    for card in export_holding_pair(args.robot_config, args.out):
+        print(f"wrote {card}")
+    return 0
 
 
 def _task(name: str):
