@@ -7,6 +7,8 @@ every child process of the test session is isolated from other ROS traffic on th
 import os
 from pathlib import Path
 
+from hypothesis import settings
+
 _ROOT = Path(__file__).resolve().parent
 _DOMAIN = os.environ.get("RAMP_TEST_DOMAIN_ID") or str(120 + os.getpid() % 80)
 os.environ["RAMP_TEST_DOMAIN_ID"] = _DOMAIN
@@ -19,3 +21,10 @@ os.environ.setdefault(
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+# Property tests: derandomized by default, so a CI run is reproducible (flaky is broken); a
+# failure prints its falsifying example. HYPOTHESIS_PROFILE=explore searches with fresh random
+# seeds (and keeps found failures in .hypothesis/) when hunting for new counterexamples.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -119,8 +119,11 @@ def replay(strategy: str, period: float, arrivals: list[Arrival], events: list[E
                 executor.set_estop(False, now)
                 restarts.append(k)
             else:
+                # A handover while e-stopped changes nothing (the e-stop keeps braking/holding);
+                # otherwise it restarts from the measured pose at rest.
+                if executor.state != "ESTOP":
+                    restarts.append(k)
                 executor.reset_to_measured(now)
-                restarts.append(k)
         while pending_a and pending_a[0].time <= now:
             if executor.submit(pending_a.pop(0).chunk, now) is None:
                 accepted.append(now)
