@@ -9,6 +9,7 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -35,19 +36,23 @@ def expand_path(path: str) -> str:
 
 
 class LogOnce:
-    """Logs a message once per key (a malformed input is reported once, then only counted)."""
+    """Logs a message once per key (a malformed input is reported once, then only counted).
+
+    Silent once the node's context is shut down: a loop that fails to publish during Ctrl-C is
+    the shutdown, not an error worth a red line in the operator's terminal.
+    """
 
     def __init__(self, node: Node) -> None:
         self._node = node
         self._seen: set[str] = set()
 
     def warn(self, key: str, message: str) -> None:
-        if key not in self._seen:
+        if key not in self._seen and self._node.context.ok():
             self._seen.add(key)
             self._node.get_logger().warning(message + " (further occurrences are only counted)")
 
     def error(self, key: str, message: str) -> None:
-        if key not in self._seen:
+        if key not in self._seen and self._node.context.ok():
             self._seen.add(key)
             self._node.get_logger().error(message + " (further occurrences are only counted)")
 
@@ -91,6 +96,12 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        # Ctrl-C shuts the context down from rclpy's signal handler; a timer callback that was
+        # already running then fails to publish ("publisher's context is invalid"). That is the
+        # normal end, not a crash; with the context still up it is a real error.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             close = getattr(node, "close", None)
