@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,18 +23,40 @@ from rclpy.node import Node
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_CONFIG = ROOT / "src/ramp_bringup/config/sim.yaml"
+UDP_PROFILE = ROOT / "src/ramp_bringup/dds/fastdds_udp.xml"
+
+
+def killable_env() -> dict[str, str]:
+    """Environment for a node process a test will SIGKILL: Fast DDS without shared memory.
+
+    A participant killed while it holds a shared-memory port's lock can block every later
+    participant of the domain - the test's own probe included, whose creation then never returns
+    and takes the whole test session with it (eProsima/Fast-DDS#1144; see fastdds_udp.xml).
+    Over UDP a kill leaves nothing shared behind; the other nodes keep the shipped profile.
+    """
+    profile = str(UDP_PROFILE)
+    return dict(
+        os.environ, FASTRTPS_DEFAULT_PROFILES_FILE=profile, FASTDDS_DEFAULT_PROFILES_FILE=profile
+    )
 
 
 def start_sim_stack(
-    procs: list[NodeProcess], log_dir: Path, config: Path = SIM_CONFIG
+    procs: list[NodeProcess],
+    log_dir: Path,
+    config: Path = SIM_CONFIG,
+    to_be_killed: Collection[str] = (),
 ) -> dict[str, NodeProcess]:
-    """Start every node of the config's stack as its own process (as ros2 launch does)."""
+    """Start every node of the config's stack as its own process (as ros2 launch does).
+
+    Nodes named in ``to_be_killed`` get :func:`killable_env`.
+    """
     from ramp_bringup.stack import stack_nodes
 
     started = {}
     for spec in stack_nodes(config):
         name, module = spec.name, spec.factory.split(":")[0]
-        proc = NodeProcess.module(module, ["--params-file", str(config)], log_dir, name)
+        env = killable_env() if name in to_be_killed else None
+        proc = NodeProcess.module(module, ["--params-file", str(config)], log_dir, name, env)
         procs.append(proc)
         started[name] = proc
     return started
@@ -43,19 +65,32 @@ def start_sim_stack(
 class NodeProcess:
     """A ROS node (or the runner) in its own process group; stop() ends all of it."""
 
-    def __init__(self, args: list[str], log_dir: Path, name: str) -> None:
+    def __init__(
+        self, args: list[str], log_dir: Path, name: str, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.stdout_path = log_dir / f"{name}.out"
         self.stderr_path = log_dir / f"{name}.err"
         self._out = self.stdout_path.open("wb")
         self._err = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
-            args, stdout=self._out, stderr=self._err, start_new_session=True, env=os.environ.copy()
+            args,
+            stdout=self._out,
+            stderr=self._err,
+            start_new_session=True,
+            env=dict(os.environ) if env is None else env,
         )
 
     @classmethod
-    def module(cls, module: str, ros_args: list[str], log_dir: Path, name: str) -> NodeProcess:
-        return cls([sys.executable, "-m", module, "--ros-args", *ros_args], log_dir, name)
+    def module(
+        cls,
+        module: str,
+        ros_args: list[str],
+        log_dir: Path,
+        name: str,
+        env: dict[str, str] | None = None,
+    ) -> NodeProcess:
+        return cls([sys.executable, "-m", module, "--ros-args", *ros_args], log_dir, name, env)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -18,7 +18,15 @@ from std_srvs.srv import SetBool
 
 from ramp_common.conversions import stamp_to_sec
 from ramp_common.qos import COMMAND_QOS, STATE_QOS
-from tests.rosutil import SIM_CONFIG, NodeProcess, probe_node, processes, start_sim_stack, wait_for
+from tests.rosutil import (
+    SIM_CONFIG,
+    NodeProcess,
+    killable_env,
+    probe_node,
+    processes,
+    start_sim_stack,
+    wait_for,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -68,7 +76,7 @@ def assert_no_jump(recorder: Recorder, since: float) -> None:
 def test_policy_death_holds_then_resumes(tmp_path):
     commands, states = Recorder(), Recorder()
     with processes(tmp_path) as procs, probe_node() as probe:
-        stack = start_sim_stack(procs, tmp_path)
+        stack = start_sim_stack(procs, tmp_path, to_be_killed=["policy_node"])
         probe.create_subscription(JointState, "joint_command", commands, COMMAND_QOS)
         probe.create_subscription(JointState, "joint_states", states, STATE_QOS)
         wait_for(lambda: commands.moving(1.0), 60, "the policy to move the arm")
@@ -89,6 +97,7 @@ def test_policy_death_holds_then_resumes(tmp_path):
             ["--params-file", str(SIM_CONFIG)],
             tmp_path,
             "policy_node_2",
+            killable_env(),
         )
         procs.append(restarted)
         resumed_from = time.monotonic()

@@ -71,10 +71,22 @@ def ros_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return dict(os.environ)
 
 
+UDP_PROFILE = Path(__file__).resolve().parents[2] / "ramp_bringup/dds/fastdds_udp.xml"
+
+
 class Recorder:
-    """The recorder process (own process group, so every thread dies with a kill)."""
+    """The recorder process (own process group, so every thread dies with a kill).
+
+    It runs Fast DDS over UDP only: these tests SIGKILL it, and a participant killed while it
+    holds a shared-memory port's lock can block every later participant of the domain
+    (see fastdds_udp.xml).
+    """
 
     def __init__(self, log_dir: Path, env: dict[str, str], params: dict[str, str]) -> None:
+        profile = str(UDP_PROFILE)
+        env = dict(
+            env, FASTRTPS_DEFAULT_PROFILES_FILE=profile, FASTDDS_DEFAULT_PROFILES_FILE=profile
+        )
         args = [sys.executable, "-m", "ramp_hilr_teleop.episode_recorder", "--ros-args"]
         for key, value in params.items():
             args += ["-p", f"{key}:={value}"]
