@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,9 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _add_train_options(p: argparse.ArgumentParser, steps: int, value_steps: int) -> None:
+def _add_train_options(
+    p: argparse.ArgumentParser, steps: int, value_steps: int, lr: float = 1e-3
+) -> None:
     p.add_argument("--steps", type=_positive_int, default=steps, help=f"steps ({steps})")
     p.add_argument(
         "--value-steps",
@@ -51,7 +54,7 @@ def _add_train_options(p: argparse.ArgumentParser, steps: int, value_steps: int)
         help=f"world-model steps before advantages are computed ({value_steps})",
     )
     p.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (32)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (1e-3)")
+    p.add_argument("--lr", type=float, default=lr, help=f"learning rate ({lr:g})")
     p.add_argument("--seed", type=int, default=0, help="seed (0)")
     p.add_argument("--threads", type=_positive_int, default=2, help="torch threads (2)")
 
@@ -86,10 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demos.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (stack)")
 
-    for name, helptext, steps, value_steps in (
-        ("pretrain", "train a new model pair on demonstrations", 3000, 0),
-        ("train", "train on datasets (new, or from --init)", 3000, 300),
-        ("continual", "continue a model pair on new (HILR) data", 1500, 300),
+    for name, helptext, steps, value_steps, lr in (
+        ("pretrain", "train a new model pair on demonstrations", 4000, 0, 1e-3),
+        ("train", "train on datasets (new, or from --init)", 4000, 300, 1e-3),
+        ("continual", "continue a model pair on new (HILR) data", 1500, 300, 1e-3),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--data", required=True, type=Path, nargs="+", help="dataset folders")
@@ -99,11 +102,17 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name != "continual":
             p.add_argument("--image-size", type=_positive_int, default=64, help="px (64)")
-        _add_train_options(p, steps, value_steps)
+        _add_train_options(p, steps, value_steps, lr)
 
     ev = sub.add_parser("eval", help="success rate over simulated episodes")
     ev.add_argument("--models", required=True, type=Path, help="training output folder")
     ev.add_argument("--episodes", type=_positive_int, default=20, help="episodes (20)")
+    ev.add_argument(
+        "--seed-offset",
+        type=_non_negative_int,
+        default=0,
+        help="skip the first N evaluation seeds (0), to add episodes to an earlier evaluation",
+    )
     ev.add_argument("--backend", choices=("stack", "sim"), default="stack", help="(stack)")
     ev.add_argument("--no-wm", action="store_true", help="policy without world model")
     ev.add_argument("--max-duration", type=float, default=20.0, help="s per episode (20)")
@@ -128,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--quick", action="store_true", help="CI-sized: tiny models, few episodes")
     ex.add_argument("--seed", type=int, default=0, help="seed (0)")
     ex.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (stack)")
+    ex.add_argument(
+        "--hilr-backends",
+        choices=("stack", "sim"),
+        nargs="+",
+        default=None,
+        help="where HILR rounds roll out, (c) first (default: stack sim; quick: stack)",
+    )
     ex.add_argument(
         "--stack-episodes",
         type=_non_negative_int,
@@ -251,6 +267,7 @@ def _demos_stack(args: argparse.Namespace) -> int:
         domain_id=args.domain_id,
         scripted=person,
         seed_base=DEMO_SEED_BASE,
+        label="demos (stack)",
     )
     print(summary.dataset)
     return 0
@@ -275,7 +292,7 @@ def _eval(args: argparse.Namespace) -> int:
     summary = evaluate(
         None if args.no_wm else wm,
         policy,
-        eval_seeds(args.episodes),
+        eval_seeds(args.episodes, args.seed_offset),
         backend=args.backend,
         label=f"{args.models.name}{' (no world model)' if args.no_wm else ''}",
         task=_task(args.task),
@@ -313,7 +330,9 @@ def _experiment(args: argparse.Namespace) -> int:
 
     config = ExperimentConfig.quick() if args.quick else ExperimentConfig()
     if args.stack_episodes is not None:
-        config = config.with_stack_episodes(args.stack_episodes)
+        config = replace(config, stack_episodes=args.stack_episodes)
+    if args.hilr_backends is not None:
+        config = replace(config, hilr_backends=tuple(args.hilr_backends))
     result = run_experiment(args.out, config, seed=args.seed, domain_id=args.domain_id)
     print(result)
     return 0

@@ -68,6 +68,7 @@ def collect_stack(
     log: Callable[[str], None] = stderr_log,
     scripted: ScriptedOperator | None = None,
     seed_base: int = HILR_SEED_BASE,
+    label: str = "hilr rollouts",
 ) -> CollectSummary:
     """Roll out on the real stack with the scripted operator, record, export (see module doc).
 
@@ -80,7 +81,7 @@ def collect_stack(
     wm_card, policy_card = _cards(model_dir)
     bags = out_dir / "bags"
     bags.mkdir(parents=True, exist_ok=True)
-    progress = Progress(episodes, "hilr rollouts", log, every_s=0.0)
+    progress = Progress(episodes, label, log, every_s=0.0)
     successes = interventions = with_intervention = 0
     with SimStack(
         wm_card, policy_card, task=task, record_dir=bags, domain_id=domain_id, log=log

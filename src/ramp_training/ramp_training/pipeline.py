@@ -96,6 +96,8 @@ def training_run(
     """
     import json
 
+    import torch
+
     from ramp_training.demo import POLICY_MAX_VELOCITY
     from ramp_training.simloop import StackSettings
     from ramp_training.train import (
@@ -124,6 +126,7 @@ def training_run(
             POLICY_MAX_VELOCITY,
             **(model_overrides or {}),
         )
+        torch.manual_seed(train_config.seed)  # the initial weights: a run is reproducible
         models = RampModels(config)
     cfg = models.config
     size = (cfg.image_size, cfg.image_size)

@@ -367,12 +367,15 @@ class StackOperator:
     Decides at 10 Hz from the measured ``joint_states`` and the scene; in control, streams the
     expert's chunk as a virtual leader arm on ``leader/joint_states`` (teleop_node in leader mode
     turns it into ``ramp/operator_command``) at ``LEADER_RATE_HZ``; takes over and hands back
-    with ``ramp/takeover``. The leader runs ``LEADER_LEAD_S`` ahead on the expert's chunk, as a
-    person leads the robot with a leader arm: the robot follows it through teleop, the
-    arbiter's limits and the servos with about that lag.
+    with ``ramp/takeover``. The leader runs ``LEADER_LEAD_S`` ahead on the expert's chunk, about
+    the lag with which the robot follows it (teleop, the arbiter and the servos): the expert
+    re-plans from the measured joints every step, so a lead longer than that lag compounds and
+    the leader drags the robot faster than the expert moves (measured with 0.3 s: operator
+    commands moved twice the expert's speed, a frame ahead of the joints, and training on such
+    corrections gained nothing).
     """
 
-    LEADER_LEAD_S = 0.3
+    LEADER_LEAD_S = 0.05
 
     def __init__(self, stack: SimStack, scripted: Any) -> None:
         self.stack = stack

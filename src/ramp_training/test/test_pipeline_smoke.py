@@ -93,4 +93,7 @@ def test_quick_experiment(tmp_path: Path) -> None:
         "policy": hilr_report["model_ids"]["policy"],
         "world_model": hilr_report["model_ids"]["world_model"],
     }
-    assert "(c) after one HILR round" in (out / "results.md").read_text()
+    assert set(doc["versus_base"]) == {"b_no_world_model", "c_after_hilr"}
+    assert doc["hilr_collection"]["stack"]["episodes"] == 2
+    results_md = (out / "results.md").read_text()
+    assert "(c) after one HILR round" in results_md and "vs (a)" in results_md
