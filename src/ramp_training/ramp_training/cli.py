@@ -43,9 +43,7 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _add_train_options(
-    p: argparse.ArgumentParser, steps: int, value_steps: int, lr: float = 1e-3
-) -> None:
+def _add_train_options(p: argparse.ArgumentParser, steps: int, value_steps: int) -> None:
     p.add_argument("--steps", type=_positive_int, default=steps, help=f"steps ({steps})")
     p.add_argument(
         "--value-steps",
@@ -54,7 +52,7 @@ def _add_train_options(
         help=f"world-model steps before advantages are computed ({value_steps})",
     )
     p.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (32)")
-    p.add_argument("--lr", type=float, default=lr, help=f"learning rate ({lr:g})")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed (0)")
     p.add_argument("--threads", type=_positive_int, default=2, help="torch threads (2)")
 
@@ -89,10 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demos.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (stack)")
 
-    for name, helptext, steps, value_steps, lr in (
-        ("pretrain", "train a new model pair on demonstrations", 4000, 0, 1e-3),
-        ("train", "train on datasets (new, or from --init)", 4000, 300, 1e-3),
-        ("continual", "continue a model pair on new (HILR) data", 1500, 300, 1e-3),
+    for name, helptext, steps, value_steps in (
+        ("pretrain", "train a new model pair on demonstrations", 4000, 0),
+        ("train", "train on datasets (new, or from --init)", 4000, 300),
+        ("continual", "continue a model pair on new (HILR) data", 1500, 300),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--data", required=True, type=Path, nargs="+", help="dataset folders")
@@ -102,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name != "continual":
             p.add_argument("--image-size", type=_positive_int, default=64, help="px (64)")
-        _add_train_options(p, steps, value_steps, lr)
+        _add_train_options(p, steps, value_steps)
 
     ev = sub.add_parser("eval", help="success rate over simulated episodes")
     ev.add_argument("--models", required=True, type=Path, help="training output folder")
@@ -142,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=("stack", "sim"),
         nargs="+",
         default=None,
-        help="where HILR rounds roll out, (c) first (default: stack sim; quick: stack)",
+        help="HILR rounds: stack -> (c), sim -> (c') (default: stack sim; quick: stack)",
     )
     ex.add_argument(
         "--stack-episodes",
