@@ -5,6 +5,7 @@ every child process of the test session is isolated from other ROS traffic on th
 """
 
 import os
+import warnings
 from pathlib import Path
 
 from hypothesis import settings
@@ -58,4 +59,8 @@ def _reset_realtime_threads() -> int:
 def pytest_runtest_setup(item) -> None:
     reset = _reset_realtime_threads()
     if reset:
-        print(f"\n[conftest] {reset} real-time thread(s) reset to SCHED_OTHER before {item.nodeid}")
+        warnings.warn(
+            f"{reset} real-time thread(s) of the test process reset to SCHED_OTHER before "
+            f"{item.nodeid}",
+            stacklevel=1,
+        )
