@@ -106,6 +106,30 @@ def pick_codec(preferred: str | None = None) -> tuple[str, str]:
     raise EpisodeError(f"no usable video encoder in PyAV (tried {[c[0] for c in choices]})")
 
 
+_REALTIME = {getattr(os, "SCHED_FIFO", -1), getattr(os, "SCHED_RR", -1)}
+
+
+def _is_normal_scheduling() -> bool:
+    return not hasattr(os, "sched_getscheduler") or os.sched_getscheduler(0) not in _REALTIME
+
+
+def _reset_realtime_threads() -> None:
+    """Every real-time thread of this process back to SCHED_OTHER.
+
+    SVT-AV1 (libsvtav1), when it may (as root), switches the threads of the process that
+    encodes to SCHED_FIFO 99. A node or tool that exports in-process, then runs DDS or a control
+    loop, would have busy threads at that priority starve the machine (seen: a wedged CI run).
+    """
+    if not hasattr(os, "sched_getscheduler"):
+        return
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            if os.sched_getscheduler(int(task.name)) in _REALTIME:
+                os.sched_setscheduler(int(task.name), os.SCHED_OTHER, os.sched_param(0))
+        except OSError:  # the thread ended meanwhile
+            continue
+
+
 class _VideoStream:
     """One camera's mp4 file: every exported frame of every episode, back to back."""
 
@@ -209,6 +233,7 @@ def export_lerobot(
     episodes: list[_EpisodeFrames] = []
     tasks: dict[str, int] = {}
     robot_type = config.robot_type
+    was_normal = _is_normal_scheduling()
     try:
         for n, bag_path in enumerate(bags, 1):
             with EpisodeBag(bag_path) as bag:
@@ -249,6 +274,8 @@ def export_lerobot(
     finally:
         for video in videos.values():
             video.close()
+        if was_normal:
+            _reset_realtime_threads()
     if not episodes:
         raise EpisodeError(f"nothing to export ({'; '.join(report.skipped) or 'no episodes'})")
     assert cameras is not None and joint_names is not None
