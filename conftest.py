@@ -36,7 +36,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # setter not identified yet). Two Fast DDS "dds.asyn" threads at that priority busy-looped, and
 # on 2 cores they starved everything else: pytest-timeout's and faulthandler's handlers never
 # ran. Before each test, every thread of this process goes back to SCHED_OTHER (children inherit
-# it), with a line naming the test before which it was found.
+# it), with a pytest warning naming the test before which it was found.
 _REALTIME = {getattr(os, "SCHED_FIFO", -1), getattr(os, "SCHED_RR", -1)}
 
 

@@ -59,7 +59,6 @@ class ExperimentConfig:
     policy_hidden: int = 256
     pretrain_steps: int = 4000
     continual_steps: int = 1500
-    continual_learning_rate: float = 1e-3
     value_steps: int = 300
     hilr_episodes: int = 30
     hilr_backends: tuple[str, ...] = ("stack", "sim")
@@ -155,7 +154,6 @@ def run_experiment(
         seed=seed + 1,
         steps=config.continual_steps,
         value_steps=config.value_steps,
-        learning_rate=config.continual_learning_rate,
         threads=config.threads,
     )
     done = stage("pre-training")
