@@ -151,6 +151,7 @@ def run(tmp: Path, duration: float, scales: list[float]) -> list[dict]:
             rows.append(row)
     finally:
         executor.shutdown()
+        spin.join(5.0)  # out of rclpy before teardown: a daemon thread left there aborts at exit
         node.destroy_node()
         rclpy.shutdown(context=context)
         if proc.poll() is None:

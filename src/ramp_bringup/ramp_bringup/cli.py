@@ -80,6 +80,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     nodes = []
     exit_code = 0
     executors = []
+    spinners: list[threading.Thread] = []
     t_start = time.time()
     try:
         monitor = StackMonitor(
@@ -117,7 +118,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                 + (f" for {args.duration} s" if deadline else "")
             )
         for executor in executors:
-            threading.Thread(target=_spin, args=(executor, stop, recorder), daemon=True).start()
+            spinner = threading.Thread(target=_spin, args=(executor, stop, recorder), daemon=True)
+            spinner.start()
+            spinners.append(spinner)
         while not stop.is_set():
             if deadline is not None and time.time() >= deadline:
                 break
@@ -127,6 +130,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         t_end = time.time()
         stop.set()
+        _join_spinners(spinners, recorder)
         for node in reversed(nodes):
             close = getattr(node, "close", None)
             if callable(close):
@@ -153,6 +157,23 @@ def cmd_up(args: argparse.Namespace) -> int:
         write_report(report, args.report)
         print(f"report written to {args.report} (ok={report['ok']})", file=sys.stderr)
     return exit_code
+
+
+def _join_spinners(spinners: list[threading.Thread], recorder, timeout_s: float = 5.0) -> None:
+    """Wait for the spin threads to leave rclpy before anything is torn down.
+
+    A daemon thread still inside rclpy's wait (GIL released) when the interpreter finalises is
+    killed by ``pthread_exit`` as it takes the GIL back; the forced unwind crosses a pybind11
+    destructor and the process aborts ("terminate called without an active exception", exit
+    -6) after a clean run. Each thread leaves within one ``spin_once`` timeout (0.1 s) plus the
+    callback it is running.
+    """
+    deadline = time.monotonic() + timeout_s
+    for spinner in spinners:
+        spinner.join(max(deadline - time.monotonic(), 0.0))
+    stuck = sum(spinner.is_alive() for spinner in spinners)
+    if stuck:
+        recorder.error(f"{stuck} executor thread(s) still busy {timeout_s} s after stop")
 
 
 def _spin(executor, stop: threading.Event, recorder) -> None:

@@ -256,6 +256,7 @@ def _publish_into_stack(messages: list[Any], args: argparse.Namespace) -> tuple[
         time.sleep(args.settle_s)
     finally:
         executor.shutdown()
+        spin.join(5.0)  # out of rclpy before teardown: a daemon thread left there aborts at exit
         node.destroy_node()
         rclpy.shutdown(context=context)
     with lock:
