@@ -364,18 +364,19 @@ class SimStack:
 class StackOperator:
     """The scripted operator (``operator.ScriptedOperator``) on a ``SimStack`` with an arbiter.
 
-    Decides at 10 Hz from the measured ``joint_states`` and the scene; in control, streams the
-    expert's chunk as a virtual leader arm on ``leader/joint_states`` (teleop_node in leader mode
-    turns it into ``ramp/operator_command``) at ``LEADER_RATE_HZ``; takes over and hands back
-    with ``ramp/takeover``. The leader runs ``LEADER_LEAD_S`` ahead on the expert's chunk, about
-    the lag with which the robot follows it (teleop, the arbiter and the servos): the expert
-    re-plans from the measured joints every step, so a lead longer than that lag compounds and
-    the leader drags the robot faster than the expert moves (measured with 0.3 s: operator
-    commands moved twice the expert's speed, a frame ahead of the joints, and training on such
-    corrections gained nothing).
-    """
+    Decides at 10 Hz; in control, streams the expert's chunk as a virtual leader arm on
+    ``leader/joint_states`` (teleop_node in leader mode turns it into ``ramp/operator_command``)
+    at ``LEADER_RATE_HZ``; takes over and hands back with ``ramp/takeover``.
 
-    LEADER_LEAD_S = 0.05
+    Like a person holding a leader arm, it plans in leader space: the takeover starts at the
+    measured follower joints, and from then on every re-plan starts from where the leader is, not
+    from the measured follower. The follower trails the leader by the teleop, arbiter and servo
+    lag and sags a few mrad under gravity; re-planning from those measured joints every 0.1 s
+    pulled the leader back onto the trailing robot each time, so the stream of corrections
+    see-sawed (up to 0.05 rad between 50 Hz samples on joint5, measured on recorded rounds) and a
+    policy trained on them got worse. Out of control, the takeover decision uses the measured
+    joints and the scene.
+    """
 
     def __init__(self, stack: SimStack, scripted: Any) -> None:
         self.stack = stack
@@ -386,6 +387,7 @@ class StackOperator:
         self._chunk: np.ndarray | None = None
         self._chunk_t0 = 0.0
         self._chunk_q0: np.ndarray | None = None
+        self._leader: np.ndarray | None = None
         self._in_control = False
 
     def begin(self, seed: int) -> None:
@@ -393,6 +395,7 @@ class StackOperator:
         self.interventions = 0
         self._in_control = False
         self._chunk = None
+        self._leader = None
 
     def _scene(self) -> Any:
         from ramp_training.simloop import scene_state
@@ -400,6 +403,7 @@ class StackOperator:
         return scene_state(self.stack.driver)
 
     def _sample(self, now: float) -> np.ndarray:
+        """The leader's position at ``now`` on the current chunk (rad / m, robot joint order)."""
         assert self._chunk is not None and self._chunk_q0 is not None
         dt = self.scripted.expert.config.step_dt
         times = self._chunk_t0 + dt * np.arange(len(self._chunk) + 1)
@@ -407,11 +411,18 @@ class StackOperator:
         t = min(max(now, times[0]), times[-1])
         return np.array([np.interp(t, times, points[:, j]) for j in range(points.shape[1])])
 
+    def _move_leader(self, now: float) -> None:
+        self._leader = self._sample(now)
+        self.stack.publish_leader(self._leader)
+
     def tick(self) -> None:
         now = time.monotonic()
         if now >= self._next_decision:
             self._next_decision = now + self.scripted.expert.config.step_dt
-            q = self.stack.joints
+            if self._in_control and self._chunk is not None:
+                self._leader = self._sample(now)  # where the leader is now
+            in_leader_space = self._in_control and self._leader is not None
+            q = self._leader if in_leader_space else self.stack.joints
             decision = self.scripted.decide(now, q, self._scene())
             if decision.chunk is not None:
                 self._chunk, self._chunk_t0, self._chunk_q0 = decision.chunk, now, q
@@ -419,14 +430,15 @@ class StackOperator:
                 self.stack.log(f"operator {decision.reason}")
                 if decision.in_control:
                     self.interventions += 1
-                    self.stack.publish_leader(self._sample(now + self.LEADER_LEAD_S))
+                    self._move_leader(now)
                     self.stack.call("takeover", True)
                 else:
                     self.stack.call("takeover", False)
+                    self._leader = None
                 self._in_control = decision.in_control
         if self._in_control and self._chunk is not None and now >= self._next_leader:
             self._next_leader = now + 1.0 / LEADER_RATE_HZ
-            self.stack.publish_leader(self._sample(now + self.LEADER_LEAD_S))
+            self._move_leader(now)
 
     def end(self) -> None:
         if self._in_control:
