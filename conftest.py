@@ -32,11 +32,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 # Real-time scheduling guard. A CI run wedged because the test process and every node it
-# started ran SCHED_FIFO priority 99 (not set by this project's code; found on 2026-11-26,
-# setter not identified yet). Two Fast DDS "dds.asyn" threads at that priority busy-looped, and
-# on 2 cores they starved everything else: pytest-timeout's and faulthandler's handlers never
-# ran. Before each test, every thread of this process goes back to SCHED_OTHER (children inherit
-# it), with a pytest warning naming the test before which it was found.
+# started ran SCHED_FIFO priority 99: the SVT-AV1 encoder behind `ramp-bag export`, run as
+# root, switches the threads of the encoding process (the exporter now resets them, 85c8aaf).
+# Two Fast DDS "dds.asyn" threads at that priority busy-looped, and on 2 cores they starved
+# everything else: pytest-timeout's and faulthandler's handlers never ran. Before each test,
+# every thread of this process goes back to SCHED_OTHER (children inherit it), with a pytest
+# warning naming the test before which it was found: a tripwire for the next such setter.
 _REALTIME = {getattr(os, "SCHED_FIFO", -1), getattr(os, "SCHED_RR", -1)}
 
 
