@@ -373,8 +373,8 @@ class StackOperator:
     from the measured follower. The follower trails the leader by the teleop, arbiter and servo
     lag and sags a few mrad under gravity; re-planning from those measured joints every 0.1 s
     pulled the leader back onto the trailing robot each time, so the stream of corrections
-    see-sawed (up to 0.05 rad between 50 Hz samples on joint5, measured on recorded rounds) and a
-    policy trained on them got worse. Out of control, the takeover decision uses the measured
+    see-sawed (forward, then back by up to 0.03 rad every 0.1 s on joint5 in a recorded round)
+    and a policy trained on them got worse. Out of control, the takeover decision uses the measured
     joints and the scene.
     """
 
