@@ -66,7 +66,7 @@ def test_leader_replans_from_its_own_position(tmp_path: Path) -> None:
         np.testing.assert_allclose(
             q1, expected, atol=1e-9, err_msg=f"re-plan at {t1 - in_control[0][0]:.2f} s"
         )
-    # The leader moved the follower (the plan is not stuck at its start)...
+    # The leader travelled (the plan did not stall at its start)...
     travelled = np.abs(in_control[-1][1] - in_control[0][1])[:6].max()
     assert travelled > 0.05, travelled
     # ...and the recording holds the correction, exported as intervention frames.
