@@ -10,6 +10,8 @@ from pathlib import Path
 
 from hypothesis import settings
 
+from ramp_common.scheduling import reset_realtime_threads
+
 _ROOT = Path(__file__).resolve().parent
 _DOMAIN = os.environ.get("RAMP_TEST_DOMAIN_ID") or str(120 + os.getpid() % 80)
 os.environ["RAMP_TEST_DOMAIN_ID"] = _DOMAIN
@@ -38,27 +40,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # everything else: pytest-timeout's and faulthandler's handlers never ran. Before each test,
 # every thread of this process goes back to SCHED_OTHER (children inherit it), with a pytest
 # warning naming the test before which it was found: a tripwire for the next such setter.
-_REALTIME = {getattr(os, "SCHED_FIFO", -1), getattr(os, "SCHED_RR", -1)}
-
-
-def _reset_realtime_threads() -> int:
-    """Put every real-time thread of this process back to SCHED_OTHER; -> how many were."""
-    if not hasattr(os, "sched_getscheduler"):
-        return 0
-    count = 0
-    for task in Path("/proc/self/task").iterdir():
-        tid = int(task.name)
-        try:
-            if os.sched_getscheduler(tid) in _REALTIME:
-                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-                count += 1
-        except OSError:  # the thread ended meanwhile
-            continue
-    return count
-
-
 def pytest_runtest_setup(item) -> None:
-    reset = _reset_realtime_threads()
+    reset = reset_realtime_threads()
     if reset:
         warnings.warn(
             f"{reset} real-time thread(s) of the test process reset to SCHED_OTHER before "

@@ -38,6 +38,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ramp_common.scheduling import is_realtime, reset_realtime_threads
+
 from .bag_reader import EpisodeBag, image_to_rgb
 from .episode import EpisodeError, iter_episode_dirs
 
@@ -104,30 +106,6 @@ def pick_codec(preferred: str | None = None) -> tuple[str, str]:
             name = {"libsvtav1": "av1", "libx264": "h264"}.get(encoder, encoder)
         return encoder, name
     raise EpisodeError(f"no usable video encoder in PyAV (tried {[c[0] for c in choices]})")
-
-
-_REALTIME = {getattr(os, "SCHED_FIFO", -1), getattr(os, "SCHED_RR", -1)}
-
-
-def _is_normal_scheduling() -> bool:
-    return not hasattr(os, "sched_getscheduler") or os.sched_getscheduler(0) not in _REALTIME
-
-
-def _reset_realtime_threads() -> None:
-    """Every real-time thread of this process back to SCHED_OTHER.
-
-    SVT-AV1 (libsvtav1), when it may (as root), switches the threads of the process that
-    encodes to SCHED_FIFO 99. A node or tool that exports in-process, then runs DDS or a control
-    loop, would have busy threads at that priority starve the machine (seen: a wedged CI run).
-    """
-    if not hasattr(os, "sched_getscheduler"):
-        return
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            if os.sched_getscheduler(int(task.name)) in _REALTIME:
-                os.sched_setscheduler(int(task.name), os.SCHED_OTHER, os.sched_param(0))
-        except OSError:  # the thread ended meanwhile
-            continue
 
 
 class _VideoStream:
@@ -233,7 +211,7 @@ def export_lerobot(
     episodes: list[_EpisodeFrames] = []
     tasks: dict[str, int] = {}
     robot_type = config.robot_type
-    was_normal = _is_normal_scheduling()
+    was_normal = not is_realtime()
     try:
         for n, bag_path in enumerate(bags, 1):
             with EpisodeBag(bag_path) as bag:
@@ -274,8 +252,8 @@ def export_lerobot(
     finally:
         for video in videos.values():
             video.close()
-        if was_normal:
-            _reset_realtime_threads()
+        if was_normal:  # SVT-AV1 switched its threads to SCHED_FIFO 99 (ramp_common.scheduling)
+            reset_realtime_threads()
     if not episodes:
         raise EpisodeError(f"nothing to export ({'; '.join(report.skipped) or 'no episodes'})")
     assert cameras is not None and joint_names is not None
