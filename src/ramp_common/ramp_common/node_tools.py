@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +16,7 @@ from rclpy._rclpy_pybind11 import RCLError
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 
 def declare(node: Node, name: str, default: Any, description: str) -> Any:
@@ -71,47 +75,167 @@ def require_positive(name: str, value: float) -> float:
     return value
 
 
+PARENT_PID_ENV = "RAMP_PARENT_PID"
+"""Set by ``ros2 launch`` (our launch files) and ``ramp up`` to their own PID: a node whose parent
+is that process ends when it dies (Linux ``PR_SET_PDEATHSIG``), so a launch killed by SIGTERM or
+SIGKILL never leaves orphaned nodes driving a robot."""
+
+SHUTDOWN_TIMEOUT_ENV = "RAMP_SHUTDOWN_TIMEOUT_S"
+DEFAULT_SHUTDOWN_TIMEOUT_S = 4.0
+"""Bound on a node's clean-up after a stop signal, s. Below launch's 5 s SIGINT -> SIGTERM
+escalation, so a node that hangs is reported by itself (exit 3, naming the step) before launch
+has to kill it."""
+
+EXIT_SHUTDOWN_HUNG = 3
+_PR_SET_PDEATHSIG = 1
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP set one event, however often and in whatever order they come.
+
+    Replaces rclpy's own handler (which shuts the context down from the signal, under callbacks
+    that are still running) and Python's default (a KeyboardInterrupt raised wherever the main
+    thread happens to be, e.g. inside ``destroy_node``): the spin loop ends between callbacks and
+    the clean-up runs once, uninterrupted.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: list[str] = []
+        self._parent_pid = os.getppid()
+
+    def install(self) -> StopSignals:
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.received.append(signal.Signals(signum).name)
+        if os.getppid() != self._parent_pid:
+            _silence_output()  # our parent (launch) is gone and nobody reads our pipes
+        self.event.set()
+
+
+def _silence_output() -> None:
+    """Point stdout/stderr at /dev/null: writes to a dead parent's pipe would fail at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def exit_with_parent(stop: StopSignals) -> None:
+    """When started by launch or ``ramp up`` (``RAMP_PARENT_PID``), end with that process.
+
+    The kernel sends SIGTERM when the parent dies (``PR_SET_PDEATHSIG``). Only applied when the
+    parent really is that process (not under a prefix such as gdb); a parent that died before
+    this call leaves us re-parented to init or a subreaper, which counts as a stop.
+    """
+    want = os.environ.get(PARENT_PID_ENV, "")
+    if not want.isdigit() or not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    if parent != int(want):
+        if parent == 1:  # already orphaned
+            stop.event.set()
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # died between the check and prctl
+        stop.event.set()
+
+
+def _shutdown_timeout_s() -> float:
+    try:
+        return float(os.environ.get(SHUTDOWN_TIMEOUT_ENV, DEFAULT_SHUTDOWN_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_SHUTDOWN_TIMEOUT_S
+
+
+class _ShutdownGuard:
+    """Ends the process (exit 3, naming the step) if clean-up takes longer than its bound."""
+
+    def __init__(self, node_name: str, timeout_s: float) -> None:
+        self.step = "stopping"
+        self._name = node_name
+        self._timeout = timeout_s
+        self._timer = threading.Timer(timeout_s, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _ShutdownGuard:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        try:
+            sys.stderr.write(
+                f"[{self._name}] clean-up did not finish within {self._timeout:.1f} s "
+                f"(stuck in: {self.step}); exiting {EXIT_SHUTDOWN_HUNG}\n"
+            )
+            sys.stderr.flush()
+        finally:
+            os._exit(EXIT_SHUTDOWN_HUNG)
+
+
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> int:
     """Standard ``main()``: init, build the node, spin it (single-threaded executor, see below).
 
-    Ctrl-C or SIGTERM ends it cleanly (no traceback); a start-up error is logged and returns 1.
+    SIGINT (once, twice, to the process or its group), SIGTERM and SIGHUP all end it the same
+    way: the spin loop stops between callbacks, then ``node.close()`` (when it has one),
+    ``destroy_node`` and the context shutdown run once, within ``RAMP_SHUTDOWN_TIMEOUT_S``
+    (default 4 s; past it the process exits 3 naming the step that hung). A clean stop exits 0
+    with no traceback; a start-up error is logged and returns 1.
     """
-    rclpy.init(args=args)
-    signal.signal(signal.SIGTERM, lambda *_: _raise_keyboard_interrupt())
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = StopSignals().install()
+    exit_with_parent(stop)
     node: Node | None = None
+    name = getattr(factory, "__name__", "ramp")
     try:
-        try:
-            node = factory()
-        except Exception as exc:  # start-up refused: say why, exit non-zero
-            name = getattr(factory, "__name__", "ramp")
-            rclpy.logging.get_logger(name).fatal(f"start-up failed: {exc}")
-            return 1
-        # Single-threaded on purpose: every node does its heavy work on its own threads
-        # (inference workers, control loops, camera readers), so callbacks are short. rclpy's
-        # MultiThreadedExecutor busy-spins at 100 % CPU when a ready entity's callback group is
-        # busy (ros2/rclpy#1452, not fixed in the Jazzy 7.1 wheels; seen here with two nodes
-        # spinning for minutes), which starves every other process on a small robot computer.
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        node = factory()
+    except Exception as exc:  # start-up refused: say why, exit non-zero
+        rclpy.logging.get_logger(name).fatal(f"start-up failed: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    # Single-threaded on purpose: every node does its heavy work on its own threads
+    # (inference workers, control loops, camera readers), so callbacks are short. rclpy's
+    # MultiThreadedExecutor busy-spins at 100 % CPU when a ready entity's callback group is
+    # busy (ros2/rclpy#1452, not fixed in the Jazzy 7.1 wheels; seen here with two nodes
+    # spinning for minutes), which starves every other process on a small robot computer.
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        # spin_once returns at least every 0.1 s, so a stop signal ends the loop within that.
+        while not stop.event.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     except RCLError:
-        # Ctrl-C shuts the context down from rclpy's signal handler; a timer callback that was
-        # already running then fails to publish ("publisher's context is invalid"). That is the
-        # normal end, not a crash; with the context still up it is a real error.
+        # The context was shut down under a running callback (e.g. by a test's own context
+        # teardown): the normal end, not a crash; with the context still up it is a real error.
         if rclpy.ok():
             raise
     finally:
-        if node is not None:
+        with _ShutdownGuard(node.get_name(), _shutdown_timeout_s()) as guard:
             close = getattr(node, "close", None)
             if callable(close):
+                guard.step = f"{type(node).__name__}.close()"
                 close()
+            guard.step = "executor shutdown"
+            executor.shutdown(timeout_sec=1.0)
+            guard.step = "destroy_node"
             node.destroy_node()
-        if rclpy.ok():
+            guard.step = "context shutdown"
             rclpy.try_shutdown()
     return 0
-
-
-def _raise_keyboard_interrupt() -> None:
-    raise KeyboardInterrupt

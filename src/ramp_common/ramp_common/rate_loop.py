@@ -32,10 +32,16 @@ class RateLoop:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout_s: float = 2.0) -> None:
+    def stop(self, timeout_s: float = 2.0) -> bool:
+        """Ask the loop to end and wait up to ``timeout_s``; True when its thread has ended.
+
+        False means the body is still running (e.g. inside a C call): the owner must not free
+        what the body uses (a renderer, a driver) until it returns.
+        """
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         start = time.monotonic()

@@ -336,10 +336,13 @@ class SimBridgeNode(Node):
         if self._closed:
             return
         self._closed = True
-        self._state_loop.stop()
+        stopped = self._state_loop.stop()
         if self._render_loop is not None:
-            self._render_loop.stop()
-        self._driver.disconnect()
+            stopped = self._render_loop.stop() and stopped
+        if stopped:
+            self._driver.disconnect()
+        else:  # freeing MuJoCo under a render still running segfaults (seen on Ctrl-C)
+            self.get_logger().warning("a sim loop is still running; leaving the physics to exit")
 
 
 def _lower_thread_priority(niceness: int) -> None:
