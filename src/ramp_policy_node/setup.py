@@ -1,5 +1,6 @@
 """ament_python package definition for ramp_policy_node."""
 
+import ast
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -11,6 +12,11 @@ DESCRIPTION = (
     .split("<description>")[1]
     .split("</description>")[0]
 )
+# The package's nodes (PACKAGE/nodes.py, a plain table): one console script each.
+NODES = ast.literal_eval(
+    (Path(__file__).parent / PACKAGE / "nodes.py").read_text().split("NODES = ")[1]
+)
+NODE_SCRIPTS = [f"{name} = {node['class'].split(':')[0]}:main" for name, node in NODES.items()]
 
 setup(
     name=PACKAGE,
@@ -18,6 +24,7 @@ setup(
     packages=find_packages(exclude=["test"]),
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/ament_index/resource_index/ramp_nodes", ["resource/ramp_nodes/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
     ],
     install_requires=["setuptools"],
@@ -27,9 +34,6 @@ setup(
     description=DESCRIPTION,
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [
-            "policy_node = ramp_policy_node.policy_node:main",
-            "chunk_executor = ramp_policy_node.chunk_executor_node:main",
-        ],
+        "console_scripts": NODE_SCRIPTS,
     },
 )

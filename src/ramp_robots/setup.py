@@ -1,5 +1,6 @@
 """ament_python package definition for ramp_robots."""
 
+import ast
 from glob import glob
 from pathlib import Path
 
@@ -12,6 +13,11 @@ DESCRIPTION = (
     .split("<description>")[1]
     .split("</description>")[0]
 )
+# The package's nodes (PACKAGE/nodes.py, a plain table): one console script each.
+NODES = ast.literal_eval(
+    (Path(__file__).parent / PACKAGE / "nodes.py").read_text().split("NODES = ")[1]
+)
+NODE_SCRIPTS = [f"{name} = {node['class'].split(':')[0]}:main" for name, node in NODES.items()]
 
 setup(
     name=PACKAGE,
@@ -19,6 +25,7 @@ setup(
     packages=find_packages(exclude=["test"]),
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/ament_index/resource_index/ramp_nodes", ["resource/ramp_nodes/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/mjcf", glob("mjcf/*.xml")),
     ],
@@ -29,11 +36,6 @@ setup(
     description=DESCRIPTION,
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [
-            "sim_bridge = ramp_robots.sim_bridge:main",
-            "piper_bridge = ramp_robots.piper_bridge:main",
-            "g1_bridge = ramp_robots.g1_bridge:main",
-            "fake_g1 = ramp_robots.fakes.fake_g1:main",
-        ],
+        "console_scripts": [*NODE_SCRIPTS, "fake_g1 = ramp_robots.fakes.fake_g1:main"],
     },
 )

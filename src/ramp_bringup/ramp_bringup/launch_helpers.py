@@ -1,64 +1,149 @@
-"""Builds the launch description of a robot's stack (for ``ros2 launch`` on ROS machines).
+"""Launch description of a robot's stack (``ros2 launch ramp_bringup <robot>.launch.py``).
 
-The nodes come from the same robot config the runner reads (``ramp_stack.nodes``), each as its
-own process with the same parameter file, the shipped Fast DDS profile and, for dev use, its own
-domain id and localhost-only discovery unless the environment already sets them.
-Needs the ``launch`` and ``launch_ros`` packages of a ROS 2 install (Humble or Jazzy).
+One process per node, from the same :class:`~ramp_bringup.core.plan.StackPlan` that ``ramp up``
+runs: the node list comes from the chosen ``config`` at launch time, parameters and DDS
+environment are the runner's, a node whose ``on_exit`` is ``shutdown`` (the robot bridge, the
+arbiter) ends the launch when it exits, the others respawn. Needs the ``launch`` and
+``launch_ros`` packages of a ROS 2 install (Humble or Jazzy), or ``../shared/ros2-launch``.
 """
 
 from __future__ import annotations
 
-from ramp_bringup.stack import config_path, dds_profile_path, stack_nodes
+import os
+import tempfile
+from pathlib import Path
+
+from ramp_bringup.core.plan import (
+    DDS_PROFILE_VARS,
+    DEFAULT_MODEL_DIR,
+    PlanError,
+    StackOptions,
+    build_plan,
+)
+from ramp_bringup.stack import ROLE_CHOICES, config_path, dds_profile_path, stack_nodes
+
+RESPAWN_DELAY_S = 1.0
+TRUE_WORDS = ("true", "1", "yes", "on")
+
+
+def _default_localhost_only() -> str:
+    """``ramp up``'s choice: the environment's discovery range if it sets one, else localhost."""
+    if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE"):
+        return str(os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST").lower()
+    if os.environ.get("ROS_LOCALHOST_ONLY"):
+        return str(os.environ["ROS_LOCALHOST_ONLY"] == "1").lower()
+    return "true"
+
+
+def launch_arguments(robot: str) -> list[tuple[str, str, str]]:
+    """(name, default, description) of every launch argument; defaults are ``ramp up``'s."""
+    env_profile = os.environ.get(DDS_PROFILE_VARS[0])
+    return [
+        ("config", str(config_path(robot)), f"ROS parameter file of the {robot} stack."),
+        ("namespace", "", "Namespace of every node and topic (one per robot), e.g. robot1."),
+        (
+            "fake_hardware",
+            "false",
+            "true: the bridge drives its protocol-level fake (no robot), cameras are synthetic.",
+        ),
+        (
+            "domain_id",
+            os.environ.get("ROS_DOMAIN_ID") or "42",
+            "ROS_DOMAIN_ID of every node (default: the environment's, else 42).",
+        ),
+        (
+            "localhost_only",
+            _default_localhost_only(),
+            "true: DDS discovery on this computer only; false: the subnet (several hosts).",
+        ),
+        (
+            "dds_profile",
+            env_profile or str(dds_profile_path()),
+            "Fast DDS XML profile (shared memory + UDPv4 shipped); 'none' for Fast DDS's default.",
+        ),
+        (
+            "model_dir",
+            os.environ.get("RAMP_MODEL_DIR") or DEFAULT_MODEL_DIR,
+            "Folder holding <name>/world_model.yaml and policy.yaml (sets RAMP_MODEL_DIR).",
+        ),
+        ("log_level", "info", "Log level of every node (debug, info, warn, error)."),
+        (
+            "role",
+            "all",
+            "Which nodes: all; robot (next to the robot); inference (world model + policy).",
+        ),
+    ]
 
 
 def generate_robot_launch_description(robot: str):
     """LaunchDescription for ``robot`` (sim, piper, g1) with documented launch arguments."""
     from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-    from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    actions = [
+        DeclareLaunchArgument(name, default_value=default, description=description)
+        for name, default, description in launch_arguments(robot)
+    ]
+    actions.append(OpaqueFunction(function=_launch_stack))
+    return LaunchDescription(actions)
+
+
+def options_from_launch(values: dict[str, str]) -> StackOptions:
+    """StackOptions from resolved launch arguments (strings)."""
+    try:
+        domain_id = int(values["domain_id"])
+    except ValueError:
+        raise PlanError(f"domain_id:={values['domain_id']!r} is not a number") from None
+    role = values.get("role", "all")
+    if role not in ("all", *ROLE_CHOICES):
+        raise PlanError(f"role:={role!r}: one of all, {', '.join(ROLE_CHOICES)}")
+    return StackOptions(
+        config_file=Path(values["config"]).expanduser(),
+        namespace=values["namespace"],
+        fake_hardware=values["fake_hardware"].lower() in TRUE_WORDS,
+        domain_id=domain_id,
+        localhost_only=values["localhost_only"].lower() in TRUE_WORDS,
+        dds_profile=values["dds_profile"],
+        model_dir=values["model_dir"],
+        log_level=values["log_level"],
+        role=role,
+    )
+
+
+def _launch_stack(context, *_args, **_kwargs):
+    """OpaqueFunction body: reads the chosen config at launch time and returns the nodes."""
+    from launch.actions import LogInfo, Shutdown, UnsetEnvironmentVariable
     from launch_ros.actions import Node
 
-    default_config = str(config_path(robot))
-    config = LaunchConfiguration("config")
-    namespace = LaunchConfiguration("namespace")
-    dds_profile = LaunchConfiguration("dds_profile")
-    actions = [
-        DeclareLaunchArgument(
-            "config",
-            default_value=default_config,
-            description=f"ROS parameter file of the {robot} stack (ramp_bringup/config).",
-        ),
-        DeclareLaunchArgument(
-            "namespace", default_value="", description="Namespace of every node (one per robot)."
-        ),
-        DeclareLaunchArgument(
-            "dds_profile",
-            default_value=str(dds_profile_path()),
-            description="Fast DDS XML profile (shared memory + UDPv4); '' for the default.",
-        ),
-        DeclareLaunchArgument(
-            "model_dir",
-            default_value=EnvironmentVariable("RAMP_MODEL_DIR", default_value="models"),
-            description="Folder holding the model cards (sets RAMP_MODEL_DIR for the nodes).",
-        ),
-        DeclareLaunchArgument(
-            "log_level", default_value="info", description="Log level of every node."
-        ),
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", dds_profile),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", dds_profile),
-        SetEnvironmentVariable("RAMP_MODEL_DIR", LaunchConfiguration("model_dir")),
-    ]
-    for spec in stack_nodes(default_config):
+    options = options_from_launch(dict(context.launch_configurations))
+    run_dir = Path(tempfile.mkdtemp(prefix="ramp-launch-"))
+    plan = build_plan(options, stack_nodes(options.config_file), run_dir, dds_profile_path())
+    env = plan.process_env({}, os.getpid())
+    actions = [UnsetEnvironmentVariable(var) for var in plan.unset_env]
+    actions.append(
+        LogInfo(
+            msg=f"ramp: {options.config_file.name}, nodes {[n.name for n in plan.nodes]}, "
+            f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, model_dir {env['RAMP_MODEL_DIR']}, "
+            f"parameters {plan.params_file}"
+        )
+    )
+    for node in plan.nodes:
+        extra = (
+            {"on_exit": [Shutdown(reason=f"{node.name} exited: the stack never runs without it")]}
+            if node.required
+            else {"respawn": True, "respawn_delay": RESPAWN_DELAY_S}
+        )
         actions.append(
             Node(
-                package=spec.package,
-                executable=spec.executable,
-                name=spec.name,
-                namespace=namespace,
-                parameters=[config],
+                package=node.package,
+                executable=node.executable,
+                name=node.name,
+                namespace=plan.namespace or None,
+                arguments=["--ros-args", *node.ros_args],
+                additional_env=env,
                 output="screen",
                 emulate_tty=True,
-                arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+                **extra,
             )
         )
-    return LaunchDescription(actions)
+    return actions

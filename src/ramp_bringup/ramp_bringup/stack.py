@@ -1,11 +1,12 @@
 """Which nodes make up a robot's stack, and where its config and DDS profile live.
 
-Shared by the single-process runner (``ramp up``) and the launch files, so both start the same
-nodes from the same parameter file.
+Shared by the runner (``ramp up``) and the launch files, so both start the same nodes from the
+same parameter file. The node table itself lives with each package (``<pkg>/nodes.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from dataclasses import dataclass
@@ -17,75 +18,83 @@ PACKAGE = "ramp_bringup"
 STACK_KEY = "ramp_stack"
 
 
+NODE_RESOURCE_TYPE = "ramp_nodes"
+"""ament index resource type under which a package advertises its ``<pkg>/nodes.py`` table."""
+
+KNOWN_NODE_PACKAGES = (
+    "ramp_robots",
+    "ramp_worldmodel_node",
+    "ramp_policy_node",
+    "ramp_hilr_teleop",
+)
+"""Used only where no ament index is available (sources on PYTHONPATH, not built)."""
+
+ON_EXIT_CHOICES = ("shutdown", "respawn")
+ROLE_CHOICES = ("robot", "inference")
+
+
 @dataclass(frozen=True)
 class NodeSpec:
-    """A node of the stack: ROS package, console executable, and the class the runner builds."""
+    """A node of the stack, from its package's ``nodes.py`` table.
+
+    ``executable`` is the console script (``ros2 run <package> <executable>``), ``factory`` the
+    class the single-process runner builds ("module:Class"), ``role`` where it may run
+    (``robot`` / ``inference``) and ``on_exit`` what the stack does when its process ends
+    (``shutdown``: everything stops; ``respawn``: it is restarted).
+    """
 
     name: str
     package: str
-    executable: str
-    factory: str  # "module:Class"
+    factory: str
+    role: str = "robot"
+    on_exit: str = "shutdown"
+
+    @property
+    def executable(self) -> str:
+        return self.name
+
+    @property
+    def module(self) -> str:
+        return self.factory.split(":")[0]
+
+    @property
+    def required(self) -> bool:
+        return self.on_exit == "shutdown"
 
     def load_class(self) -> type:
         module_name, class_name = self.factory.split(":")
         return getattr(importlib.import_module(module_name), class_name)
 
 
-NODES: dict[str, NodeSpec] = {
-    spec.name: spec
-    for spec in (
-        NodeSpec("sim_bridge", "ramp_robots", "sim_bridge", "ramp_robots.sim_bridge:SimBridgeNode"),
-        NodeSpec(
-            "camera_node",
-            "ramp_worldmodel_node",
-            "camera_node",
-            "ramp_worldmodel_node.camera_node:CameraNode",
-        ),
-        NodeSpec(
-            "worldmodel_node",
-            "ramp_worldmodel_node",
-            "worldmodel_node",
-            "ramp_worldmodel_node.worldmodel_node:WorldModelNode",
-        ),
-        NodeSpec(
-            "policy_node",
-            "ramp_policy_node",
-            "policy_node",
-            "ramp_policy_node.policy_node:PolicyNode",
-        ),
-        NodeSpec(
-            "chunk_executor",
-            "ramp_policy_node",
-            "chunk_executor",
-            "ramp_policy_node.chunk_executor_node:ChunkExecutorNode",
-        ),
-        NodeSpec(
-            "piper_bridge",
-            "ramp_robots",
-            "piper_bridge",
-            "ramp_robots.piper_bridge:PiperBridgeNode",
-        ),
-        NodeSpec("g1_bridge", "ramp_robots", "g1_bridge", "ramp_robots.g1_bridge:G1BridgeNode"),
-        NodeSpec(
-            "teleop_node",
-            "ramp_hilr_teleop",
-            "teleop_node",
-            "ramp_hilr_teleop.teleop_node:TeleopNode",
-        ),
-        NodeSpec(
-            "intervention_arbiter",
-            "ramp_hilr_teleop",
-            "intervention_arbiter",
-            "ramp_hilr_teleop.intervention_arbiter:InterventionArbiterNode",
-        ),
-        NodeSpec(
-            "episode_recorder",
-            "ramp_hilr_teleop",
-            "episode_recorder",
-            "ramp_hilr_teleop.episode_recorder:EpisodeRecorderNode",
-        ),
-    )
-}
+def _node_packages() -> list[str]:
+    try:
+        from ament_index_python.resources import get_resources
+
+        found = sorted(get_resources(NODE_RESOURCE_TYPE))
+    except Exception:
+        found = []
+    return found or list(KNOWN_NODE_PACKAGES)
+
+
+@functools.cache
+def node_registry() -> dict[str, NodeSpec]:
+    """Every node of every package that advertises a ``nodes.py`` table, by node name."""
+    registry: dict[str, NodeSpec] = {}
+    for package in _node_packages():
+        table = importlib.import_module(f"{package}.nodes").NODES
+        for name, entry in table.items():
+            spec = NodeSpec(name, package, entry["class"], entry["role"], entry["on_exit"])
+            if spec.role not in ROLE_CHOICES or spec.on_exit not in ON_EXIT_CHOICES:
+                raise StackConfigError(
+                    f"{package}/nodes.py: node {name!r} has role {spec.role!r} (one of "
+                    f"{ROLE_CHOICES}) and on_exit {spec.on_exit!r} (one of {ON_EXIT_CHOICES})"
+                )
+            if name in registry:
+                raise StackConfigError(
+                    f"node {name!r} is named by both {registry[name].package} and {package}"
+                )
+            registry[name] = spec
+    return registry
 
 
 class StackConfigError(ValueError):
@@ -128,10 +137,11 @@ def stack_nodes(config_file: Path) -> list[NodeSpec]:
         raise StackConfigError(
             f"{config_file}: missing {STACK_KEY}.ros__parameters.nodes (the list of nodes)"
         ) from None
-    unknown = [n for n in names if n not in NODES]
+    registry = node_registry()
+    unknown = [n for n in names if n not in registry]
     if unknown:
-        raise StackConfigError(f"{config_file}: unknown nodes {unknown}; known: {sorted(NODES)}")
-    return [NODES[n] for n in names]
+        raise StackConfigError(f"{config_file}: unknown nodes {unknown}; known: {sorted(registry)}")
+    return [registry[n] for n in names]
 
 
 def dev_environment(domain_id: int | None = None) -> dict[str, str]:

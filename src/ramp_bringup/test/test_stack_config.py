@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ramp_bringup.stack import NODES, StackConfigError, dev_environment, stack_nodes
+from ramp_bringup.stack import StackConfigError, dev_environment, node_registry, stack_nodes
 from ramp_common.limits import JointLimits
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
@@ -40,9 +40,9 @@ def test_unknown_node_and_missing_section_named(tmp_path):
         stack_nodes(bad)
 
 
-@pytest.mark.parametrize("name", sorted(NODES))
+@pytest.mark.parametrize("name", sorted(node_registry()))
 def test_node_registry_points_at_real_classes(name):
-    assert isinstance(NODES[name].load_class(), type)
+    assert isinstance(node_registry()[name].load_class(), type)
 
 
 def test_dev_environment_defaults_to_isolated_discovery(monkeypatch):
