@@ -37,6 +37,19 @@ fi
 log "G1 DDS stack"
 bash "$ROOT/scripts/setup_g1_dds.sh"
 
+# 1c. The ROS 2 launch system (ros2 launch, ros2 topic/node/param, launch_testing): the production
+#     layout is one process per node under ros2 launch, and the tests run it. Not on PyPI; where
+#     ../shared/ros2-launch is present (development machines, CI) it is installed from there, with
+#     our pins. Without it everything else works (ramp up needs no launch system) and the launch
+#     tests skip, saying how to get it. Robot computers have it from their ROS 2 install.
+LAUNCH_DIR="$ROOT/../shared/ros2-launch"
+if [ -f "$LAUNCH_DIR/install.sh" ]; then
+  log "ROS 2 launch system"
+  PIP_CONSTRAINT="$ROOT/constraints.txt" bash "$LAUNCH_DIR/install.sh" "$ROOT/.venv"
+else
+  log "no ../shared/ros2-launch here: 'ros2 launch' is not installed (ramp up works without it)"
+fi
+
 # 2. colcon build (symlink install: edits to Python sources take effect without a rebuild)
 export VIRTUAL_ENV="$ROOT/.venv" PATH="$ROOT/.venv/bin:$PATH"
 export AMENT_PREFIX_PATH="$VIRTUAL_ENV"

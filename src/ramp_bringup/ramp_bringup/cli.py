@@ -25,7 +25,7 @@ import yaml
 
 from ramp_bringup.core.plan import Override, PlanError, StackOptions, build_plan
 from ramp_bringup.core.report import RunRecorder, write_report
-from ramp_bringup.core.supervisor import Supervisor, terminate_on_signals
+from ramp_bringup.core.supervisor import Supervisor, ignore_stop_signals, terminate_on_signals
 from ramp_bringup.stack import (
     ROLE_CHOICES,
     StackConfigError,
@@ -158,6 +158,7 @@ def _up_processes(run: _Run) -> int:
             supervisor.failed = None  # the node ended with a Ctrl-C to the whole group
         run.stop.set()
     finally:
+        ignore_stop_signals()
         codes = supervisor.stop()
         spinner.join()
         monitor.destroy_node()
@@ -198,6 +199,7 @@ def _up_single_process(run: _Run) -> int:
         pass
     finally:
         run.stop.set()
+        ignore_stop_signals()
         if spinner is not None:
             spinner.join()
         for node in reversed(nodes):

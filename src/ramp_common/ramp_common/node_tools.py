@@ -111,6 +111,16 @@ class StopSignals:
             signal.signal(signum, self._on_signal)
         return self
 
+    def ignore_further(self) -> None:
+        """Ignore stop signals from now on (the stop is under way).
+
+        At interpreter exit Python puts SIG_DFL back for signals it had handlers for, so a
+        second Ctrl-C arriving while the process finalises would kill it (exit -2, "process
+        has died" in launch) after a clean stop; an ignored signal stays ignored.
+        """
+        for signum in self.SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.received.append(signal.Signals(signum).name)
         if os.getppid() != self._parent_pid:
@@ -227,6 +237,7 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
         if rclpy.ok():
             raise
     finally:
+        stop.ignore_further()
         with _ShutdownGuard(node.get_name(), _shutdown_timeout_s()) as guard:
             close = getattr(node, "close", None)
             if callable(close):

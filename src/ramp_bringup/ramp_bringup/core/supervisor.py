@@ -170,10 +170,20 @@ class Supervisor:
         return dict(self.exit_codes)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def terminate_on_signals(stop: threading.Event) -> None:
     """SIGINT, SIGTERM and SIGHUP (any number, any order) set ``stop``; nothing else."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop.set())
+
+
+def ignore_stop_signals() -> None:
+    """Once stopping: further stop signals are ignored (Python restores SIG_DFL at exit, so one
+    arriving while the interpreter finalises would kill the process after a clean stop)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def python_for_nodes() -> str:
