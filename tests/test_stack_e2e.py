@@ -48,6 +48,7 @@ def run_ramp_up(
     config: Path | None = None,
     robot: str = "sim",
     fake_hardware: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> tuple[int, dict, str]:
     """Run ``ramp up`` as a process; (exit code, report, stderr)."""
     report_path = tmp_path / "report.json"
@@ -58,6 +59,7 @@ def run_ramp_up(
     args += ["--domain-id", os.environ["ROS_DOMAIN_ID"]]
     if config is not None:
         args += ["--config", str(config)]
+    args += list(extra)
     with processes(tmp_path) as procs:
         proc = NodeProcess(args, tmp_path, "ramp_up")
         procs.append(proc)
@@ -83,6 +85,29 @@ def test_ramp_up_runs_the_loop_end_to_end(tmp_path):
     assert report["latency_ms"]["capture_to_first_command"]["n"] > 10
     assert report["joint_motion"]["moving"], report["joint_motion"]
     assert set(report["inference_ms"]) == {"/worldmodel_node", "/policy_node"}
+    # the production layout: every node its own process, all ended cleanly
+    assert report["layout"] == "process-per-node"
+    assert len(set(report["pids"].values())) == len(report["nodes"]) == 8
+    assert set(report["exit_codes"].values()) == {0}, report["exit_codes"]
+
+
+def test_ramp_up_takes_parameter_overrides_as_ros_users_type_them(tmp_path):
+    code, report, stderr = run_ramp_up(
+        tmp_path, 8, extra=("-p", "sim_bridge.state_rate_hz:=100.0", "--single-process")
+    )
+    assert code == 0, stderr
+    assert report["layout"] == "single-process"
+    rate = report["topics"]["joint_states"]["rate_hz"]
+    assert 40 < rate < 130, f"joint_states at {rate} Hz: the 100 Hz override did not apply"
+
+
+def test_ramp_up_stops_when_the_robot_bridge_cannot_run(tmp_path):
+    code, report, stderr = run_ramp_up(tmp_path, 60, extra=("-p", "sim_bridge.state_rate_hz:=-1.0"))
+    assert code == 1
+    assert report["duration_s"] < 50  # it did not wait for --duration without its robot
+    assert any("sim_bridge exited with code 1" in e for e in report["errors"]), report["errors"]
+    assert "state_rate_hz" in stderr  # the bridge's own reason, prefixed with its name
+    assert "Traceback" not in stderr
 
 
 def test_separate_processes_flow_and_survive_malformed_messages(tmp_path):

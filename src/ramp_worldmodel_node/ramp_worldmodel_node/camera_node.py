@@ -89,6 +89,7 @@ class _Camera:
     throttle: FrameThrottle | None = None
     """topic: sources."""
     last_rx_mono: float = 0.0
+    received_any: bool = False
     """topic: sources, monotonic time (s) of the last valid frame."""
 
 
@@ -119,6 +120,17 @@ class CameraNode(Node):
             float(
                 declare(
                     self, "stall_timeout_s", 1.0, "A camera without a new frame this long (s) fails"
+                )
+            ),
+        )
+        self._startup_timeout_s = require_positive(
+            "startup_timeout_s",
+            float(
+                declare(
+                    self,
+                    "startup_timeout_s",
+                    15.0,
+                    "A topic camera without its first frame this long after start (s) fails",
                 )
             ),
         )
@@ -301,6 +313,7 @@ class CameraNode(Node):
             return
         with cam.lock:
             cam.last_rx_mono = now
+            cam.received_any = True
             recovered = cam.failed_reason is not None
         if recovered:
             self._on_recovery(cam)
@@ -315,13 +328,13 @@ class CameraNode(Node):
             if cam.throttle is None:
                 continue
             with cam.lock:
-                stalled = (
-                    now - cam.last_rx_mono > self._stall_timeout_s and cam.failed_reason is None
-                )
+                # Before the first frame the publisher may still be starting (its own process,
+                # a renderer warming up): that is "waiting" (WARN), failed only after
+                # startup_timeout_s; once frames came, a gap of stall_timeout_s fails.
+                limit = self._stall_timeout_s if cam.received_any else self._startup_timeout_s
+                stalled = now - cam.last_rx_mono > limit and cam.failed_reason is None
             if stalled:
-                self._on_failure(
-                    cam, f"no frame on topic {cam.spec.target} for {self._stall_timeout_s:.3g} s"
-                )
+                self._on_failure(cam, f"no frame on topic {cam.spec.target} for {limit:.3g} s")
 
     def _convert_topic_image(self, cam: _Camera, msg: Image) -> Image:
         """The frame to publish: ``msg`` itself when no resize is due (no copy), else resized."""

@@ -15,7 +15,6 @@ everywhere, so both layouts behave the same:
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -184,8 +183,3 @@ def ignore_stop_signals() -> None:
     arriving while the interpreter finalises would kill the process after a clean stop)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-
-
-def python_for_nodes() -> str:
-    """The interpreter the nodes run under (this one; a venv's python keeps its packages)."""
-    return os.environ.get("RAMP_NODE_PYTHON", sys.executable)
