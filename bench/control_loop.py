@@ -1,11 +1,12 @@
 """Control-loop period jitter of the chunk executor at 200 Hz and 500 Hz.
 
 The executor's loop (``ramp_common.rate_loop.RateLoop`` driving ``ChunkExecutor.step``, with
-chunks submitted at 10 Hz from another thread, as in the node) runs for ``--seconds`` per case,
-without and with model inference running in the same process (the demo world model and policy
-in onnxruntime, back to back on a worker thread, as ``ramp up`` does). Prints the lateness of each
-tick against its absolute deadline, p50/p99/max, overruns, and the ratio of the p99 with inference
-to the p99 without (the baseline measured in the same run).
+chunks submitted at 10 Hz from another thread, as in the node) runs for ``--seconds`` per case:
+alone; with model inference in the same process (the demo world model and policy in onnxruntime,
+back to back on a worker thread: the single-process layout, ``ramp up --single-process``); and
+with the same inference in another process (the process-per-node layout, ``ramp up`` /
+``ros2 launch``). Prints the lateness of each tick against its absolute deadline, p50/p99/max,
+overruns, and the ratio of each p99 to the p99 alone (the baseline measured in the same run).
 
     python bench/control_loop.py [--seconds 10] [--models models/demo]
 """
@@ -14,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -62,11 +66,26 @@ def inference_load(model_dir: Path, stop: threading.Event) -> threading.Thread:
     return thread
 
 
-def measure(rate_hz: float, seconds: float, model_dir: Path | None) -> dict[str, float]:
+def inference_process(model_dir: Path) -> subprocess.Popen:
+    """The same inference load in a separate process (as the model nodes run in production)."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--inference-worker", "--models", str(model_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # "ready": models loaded, inference running
+    return proc
+
+
+def measure(
+    rate_hz: float, seconds: float, model_dir: Path | None, layout: str = "same-process"
+) -> dict[str, float]:
     executor = ChunkExecutor(LIMITS, 1.0 / rate_hz, strategy="crossfade", gripper_indices=[6])
     executor.update_measured(HOME, time.time())
     stop = threading.Event()
-    load = inference_load(model_dir, stop) if model_dir else None
+    load = inference_load(model_dir, stop) if model_dir and layout == "same-process" else None
+    worker = inference_process(model_dir) if model_dir and layout == "other-process" else None
 
     def submitter() -> None:
         k = 0
@@ -87,6 +106,9 @@ def measure(rate_hz: float, seconds: float, model_dir: Path | None) -> dict[str,
     feeder.join(1)
     if load:
         load.join(5)
+    if worker:
+        worker.terminate()
+        worker.wait(10)
     pct = loop.jitter.percentiles_ms()
     return {**pct, "overruns": loop.overruns}
 
@@ -96,19 +118,32 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     default_models = Path(os.environ.get("RAMP_MODEL_DIR", "models")) / "demo"
     parser.add_argument("--models", type=Path, default=default_models)
+    parser.add_argument("--inference-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"{'case':34s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} {'overruns':>9s}")
+    if args.inference_worker:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        thread = inference_load(args.models, stop)
+        print("ready", flush=True)
+        stop.wait()
+        thread.join(5)  # out of onnxruntime before the interpreter exits
+        return 0
+    head = f"{'case':44s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} {'overruns':>9s}"
+    print(f"{head} {'p99/alone':>9s}")
+    cases = (
+        ("alone", None, "same-process"),
+        ("inference in the same process", args.models, "same-process"),
+        ("inference in another process", args.models, "other-process"),
+    )
     for rate in (200.0, 500.0):
-        base = measure(rate, args.seconds, None)
-        loaded = measure(rate, args.seconds, args.models)
-        for label, r in (("alone", base), ("with inference", loaded)):
+        base = None
+        for label, models, layout in cases:
+            r = measure(rate, args.seconds, models, layout)
+            base = base or r
             print(
-                f"{f'{rate:.0f} Hz {label}':34s} {r['p50']:8.3f} {r['p99']:8.3f} "
-                f"{r['max']:8.3f} {r['overruns']:9d}"
+                f"{f'{rate:.0f} Hz, {label}':44s} {r['p50']:8.3f} {r['p99']:8.3f} "
+                f"{r['max']:8.3f} {r['overruns']:9d} {r['p99'] / base['p99']:9.2f}"
             )
-        print(
-            f"{f'{rate:.0f} Hz p99 ratio (inference/alone)':34s} {loaded['p99'] / base['p99']:8.2f}"
-        )
     return 0
 
 
