@@ -1,11 +1,14 @@
-"""End-to-end latency of the stack on the simulated arm.
+"""End-to-end latency and rates of the stack on the simulated arm, per process layout.
 
-Runs ``ramp up --robot sim`` for ``--duration`` seconds (a separate process, the shipped config)
-and prints p50/p99 of capture -> wm_state -> chunk -> first joint command (all measured from the
-capture stamp of the oldest frame used), the model inference times, and the stack's own overhead
-(latency minus model inference time) as a fraction of a 33 ms frame period.
+Runs ``ramp up --robot sim`` for ``--duration`` seconds once per layout, in one run: one process
+per node (the production layout, the default; the same processes ``ros2 launch`` starts) and
+every node in one process (``--single-process``). For each it prints the topic rates, p50/p99 of
+capture -> wm_state -> chunk -> first joint command (all measured from the capture stamp of the
+oldest frame used), the model inference times, and the stack's own overhead (latency minus model
+inference time) as a fraction of a 33 ms frame period; then the ratios of the single-process
+layout to the process-per-node one (the baseline, measured in the same run).
 
-    python bench/e2e_latency.py [--duration 30] [--json out.json]
+    python bench/e2e_latency.py [--duration 30] [--layouts process-per-node single-process]
 """
 
 from __future__ import annotations
@@ -19,53 +22,86 @@ import tempfile
 from pathlib import Path
 
 FRAME_PERIOD_MS = 1000.0 / 30.0
+LAYOUTS = {"process-per-node": [], "single-process": ["--single-process"]}
+STAGES = ("capture_to_wm_state", "capture_to_chunk", "capture_to_first_command")
+RATE_TOPICS = ("camera/front/image_raw", "camera/wrist/image_raw", "joint_states", "joint_command")
+
+
+def run_layout(layout: str, duration_s: float, domain_id: int) -> dict:
+    """One ``ramp up`` run; its health report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report_path = Path(tmp) / "report.json"
+        cmd = [sys.executable, "-m", "ramp_bringup.cli", "up", "--robot", "sim"]
+        cmd += ["--duration", str(duration_s), "--report", str(report_path)]
+        cmd += ["--domain-id", str(domain_id), *LAYOUTS[layout]]
+        subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+        return json.loads(report_path.read_text())
+
+
+def figures(report: dict) -> dict:
+    """The numbers this benchmark compares, from one report."""
+    lat = report["latency_ms"]
+    inf = report["inference_ms"]
+    wm_ms = inf.get("/worldmodel_node", {}).get("p50", 0.0)
+    policy_ms = inf.get("/policy_node", {}).get("p50", 0.0)
+    out = {
+        "ok": report["ok"],
+        "rates_hz": {t: report["topics"].get(t, {}).get("rate_hz", 0.0) for t in RATE_TOPICS},
+        "latency_ms": {s: lat.get(s) or {} for s in STAGES},
+        "inference_ms_p50": {"world_model": wm_ms, "policy": policy_ms},
+    }
+    e2e = lat.get("capture_to_first_command") or {}
+    if e2e:
+        out["overhead_ms_p50"] = e2e["p50"] - wm_ms - policy_ms
+    return out
+
+
+def print_table(results: dict[str, dict]) -> None:
+    layouts = list(results)
+    print(f"{'':34s}" + "".join(f"{name:>20s}" for name in layouts))
+    for topic in RATE_TOPICS:
+        row = [results[name]["rates_hz"][topic] for name in layouts]
+        print(f"{'rate ' + topic + ' (Hz)':34s}" + "".join(f"{v:20.1f}" for v in row))
+    for stage in STAGES:
+        for q in ("p50", "p99"):
+            row = [results[name]["latency_ms"][stage].get(q, float("nan")) for name in layouts]
+            print(f"{f'{stage} {q} (ms)':34s}" + "".join(f"{v:20.1f}" for v in row))
+    for model in ("world_model", "policy"):
+        row = [results[name]["inference_ms_p50"][model] for name in layouts]
+        print(f"{f'inference {model} p50 (ms)':34s}" + "".join(f"{v:20.2f}" for v in row))
+    row = [results[name].get("overhead_ms_p50", float("nan")) for name in layouts]
+    print(f"{'overhead p50 (ms)':34s}" + "".join(f"{v:20.1f}" for v in row))
+    print(f"{'overhead / 33 ms frame':34s}" + "".join(f"{v / FRAME_PERIOD_MS:20.2f}" for v in row))
+    if len(layouts) >= 2:
+        base, other = results[layouts[0]], results[layouts[1]]
+        print(f"\nratios {layouts[1]} / {layouts[0]} (the baseline, same run):")
+        for topic in RATE_TOPICS:
+            b = base["rates_hz"][topic] or float("nan")
+            print(f"  rate {topic:28s} {other['rates_hz'][topic] / b:6.2f}")
+        for q in ("p50", "p99"):
+            b = base["latency_ms"]["capture_to_first_command"].get(q, float("nan"))
+            o = other["latency_ms"]["capture_to_first_command"].get(q, float("nan"))
+            print(f"  capture -> first command {q:10s} {o / b:6.2f}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 61)))
+    parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        report_path = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "ramp_bringup.cli", "up", "--robot", "sim"]
-        cmd += ["--duration", str(args.duration), "--report", str(report_path)]
-        cmd += ["--domain-id", str(args.domain_id)]
-        subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
-        report = json.loads(report_path.read_text())
-    lat = report["latency_ms"]
-    inf = report["inference_ms"]
-    wm_ms = inf.get("/worldmodel_node", {}).get("p50", 0.0)
-    policy_ms = inf.get("/policy_node", {}).get("p50", 0.0)
-    print(f"stack on sim, {report['duration_s']:.0f} s, ok={report['ok']}")
-    print(f"{'stage (from capture stamp)':32s} {'p50 ms':>8s} {'p99 ms':>8s} {'n':>6s}")
-    for stage in ("capture_to_wm_state", "capture_to_chunk", "capture_to_first_command"):
-        pct = lat.get(stage) or {}
-        print(
-            f"{stage:32s} {pct.get('p50', float('nan')):8.1f} {pct.get('p99', float('nan')):8.1f} "
-            f"{pct.get('n', 0):6d}"
-        )
-    print(f"{'inference world model (p50)':32s} {wm_ms:8.2f}")
-    print(f"{'inference policy (p50)':32s} {policy_ms:8.2f}")
-    e2e = lat.get("capture_to_first_command") or {}
-    result = {"latency_ms": lat, "inference_ms": {"world_model": wm_ms, "policy": policy_ms}}
-    if e2e:
-        overhead = e2e["p50"] - wm_ms - policy_ms
-        result["overhead_ms_p50"] = overhead
-        result["overhead_fraction_of_frame"] = overhead / FRAME_PERIOD_MS
-        print(
-            f"stack overhead p50 (latency - inference): {overhead:.1f} ms = "
-            f"{overhead / FRAME_PERIOD_MS:.2f} x the 33 ms frame period"
-        )
-        print(
-            "(the overhead includes waiting for the next encoder/policy tick: at 15 Hz and "
-            "10 Hz that alone averages ~33 + 50 ms)"
-        )
-    rates = {t: s.get("rate_hz") for t, s in report["topics"].items()}
-    print("rates (Hz):", json.dumps(rates))
+    results = {}
+    for layout in args.layouts:
+        results[layout] = figures(run_layout(layout, args.duration, args.domain_id))
+    print(f"stack on sim, {args.duration:.0f} s per layout")
+    print_table(results)
+    print(
+        "(latency includes waiting for the next encoder/policy tick: at 15 Hz and 10 Hz that "
+        "alone averages ~33 + 50 ms)"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
 
 
