@@ -6,6 +6,7 @@ never a per-pixel Python loop. Times are float seconds on the ROS clock the stam
 
 from __future__ import annotations
 
+import array as pyarray
 import struct
 from collections.abc import Sequence
 
@@ -89,10 +90,15 @@ def image_to_numpy(msg: Image) -> np.ndarray:
 
 
 def numpy_to_image(array: np.ndarray, encoding: str, stamp: Time, frame_id: str = "") -> Image:
-    """Numpy array -> sensor_msgs/Image with one bytes copy.
+    """Numpy array -> sensor_msgs/Image with one copy and no per-pixel Python.
 
     ``array`` is (H, W, C) uint8 for rgb8/bgr8/rgba8/bgra8, (H, W) uint8 for mono8, or (H, W)
     float32 for 32FC1.
+
+    The payload is handed over as an ``array.array('B')``: the generated ``data`` setter takes
+    that as it is. Given ``bytes`` instead, the setter of Humble's messages (and Jazzy's with
+    ``ROS_PYTHON_CHECK_FIELDS=1``) checks every byte in a Python loop: ~2 x 921,600 iterations
+    for one 640x480 RGB frame.
     """
     array = np.ascontiguousarray(array)
     msg = Image()
@@ -102,7 +108,9 @@ def numpy_to_image(array: np.ndarray, encoding: str, stamp: Time, frame_id: str 
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = int(array.strides[0])
-    msg.data = array.tobytes()
+    payload = pyarray.array("B")
+    payload.frombytes(array.reshape(-1).view(np.uint8).data)
+    msg.data = payload
     return msg
 
 

@@ -8,6 +8,7 @@ ramp-train eval --models DIR [--episodes N] [--backend stack|sim] [--no-wm] [--o
 ramp-train hilr-round --models DIR --demos DIR --out DIR [--episodes N] [--backend stack|sim]
 ramp-train experiment --out DIR [--quick]                      (a) base, (b) no WM, (c) HILR
 ramp-train export-demo --out DIR [--seed N] [--steps N]       the waypoint-cycle demo pair
+ramp-train export-demo --preset reference --out DIR           the same task at realistic cost
 ramp-train verify DIR_OR_CARD
 
 Datasets (--data) are demo sets (``ramp-train demos``) or LeRobot v3 datasets from
@@ -18,6 +19,7 @@ checkpoint.npz/.json, training_report.json and training_curves.png into its --ou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -156,7 +158,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", required=True, type=Path, help="output folder")
     demo.add_argument("--seed", type=int, default=0, help="seed for weights and data (0)")
     demo.add_argument(
-        "--steps", type=_positive_int, default=None, help="policy training steps (default 2500)"
+        "--preset",
+        choices=("demo", "reference"),
+        default="demo",
+        help="demo: tiny models (< 1 ms per call); reference: a ResNet-style encoder on "
+        "2 x 224 x 224 frames and a wide policy head, the inference cost of real models",
+    )
+    demo.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="policy training steps (default: demo 2500, reference 600)",
     )
     demo.add_argument(
         "--no-check", action="store_true", help="skip the closed-loop check and timing"
@@ -341,6 +353,7 @@ def _export_demo(args: argparse.Namespace) -> int:
         PIPER_HOME,
         PIPER_LOWER,
         PIPER_UPPER,
+        REFERENCE_CONFIG,
         DemoConfig,
         closed_loop_rollout,
         export_demo,
@@ -348,9 +361,10 @@ def _export_demo(args: argparse.Namespace) -> int:
         waypoint_distances,
     )
 
-    config = DemoConfig(seed=args.seed)
+    config = REFERENCE_CONFIG if args.preset == "reference" else DemoConfig()
+    config = dataclasses.replace(config, seed=args.seed)
     if args.steps is not None:
-        config = DemoConfig(seed=args.seed, steps=args.steps)
+        config = dataclasses.replace(config, steps=args.steps)
     result = export_demo(args.out, config)
     print(f"trained in {result.train_seconds:.1f} s, final loss {result.final_loss:.5f}")
     if args.no_check:

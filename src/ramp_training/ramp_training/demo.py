@@ -68,6 +68,31 @@ class DemoConfig:
     step_dt: float = 0.02
     policy_hidden: int = 256
     log_every: int = 500
+    backbone: str = "small"
+    """Image encoder: ``small`` (the demo's, well under 1 ms) or ``resnet`` (realistic cost)."""
+    backbone_widths: tuple[int, ...] = (64, 128, 256, 512)
+    """Stage widths of the ``resnet`` backbone."""
+    model_id: str = "demo"
+    """Prefix of the exported model ids (``<model_id>-wm``, ``<model_id>-policy``)."""
+
+
+REFERENCE_CONFIG = DemoConfig(
+    steps=600,
+    batch_size=128,
+    latent_bank=128,
+    image_size=224,
+    tokens=16,
+    dim=64,
+    policy_hidden=2048,
+    log_every=100,
+    backbone="resnet",
+    model_id="reference",
+)
+"""The reference pair of realistic cost (``ramp-train export-demo --preset reference``): a
+ResNet-style encoder on 2 x 224 x 224 frames (~20-60 ms per call on one core of the 2-core
+development machine) and a 2048-wide policy head (a few ms): the cost class of real encoders, so
+asynchronous chunking and RTC splicing run against real inference delays. Trained like the demo
+pair (same scripted behaviour), fewer steps."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +172,8 @@ def build_world_model(config: DemoConfig) -> WorldModelEncoder:
         action_horizon=config.horizon,
         joint_lower=PIPER_LOWER.tolist(),
         joint_upper=PIPER_UPPER.tolist(),
+        backbone=config.backbone,
+        backbone_widths=config.backbone_widths,
     )
 
 
@@ -261,7 +288,7 @@ def export_demo(
             out / WORLD_MODEL_FILE,
             CardFields(
                 kind="world_model",
-                model_id="demo-wm",
+                model_id=f"{config.model_id}-wm",
                 joints=PIPER_JOINTS,
                 cameras=DEMO_CAMERAS,
                 inputs={"images": "images", "joint_state": "joint_state"},
@@ -277,7 +304,7 @@ def export_demo(
             out / POLICY_FILE,
             CardFields(
                 kind="policy",
-                model_id="demo-policy",
+                model_id=f"{config.model_id}-policy",
                 joints=PIPER_JOINTS,
                 cameras=DEMO_CAMERAS,
                 inputs={"wm_state": "wm_state", "joint_state": "joint_state"},

@@ -164,3 +164,22 @@ def test_export_verification_failure_removes_files(tmp_path: Path) -> None:
     with pytest.raises(ExportVerificationError, match="differs from torch"):
         export_onnx(_Hold(), inputs, tmp_path / "bad.onnx", fields, atol=-1.0)
     assert not (tmp_path / "bad.onnx").exists() and not (tmp_path / "bad.yaml").exists()
+
+
+def test_reference_preset_exports_a_pair_of_realistic_size(tmp_path: Path) -> None:
+    """``ramp-train export-demo --preset reference``: the ResNet-style encoder on 2 x 224 x 224
+    frames and the wide policy head, exported and verified like the demo pair (2 training steps
+    here; its inference cost is measured in bench/e2e_latency.py, not in a test)."""
+    out = tmp_path / "reference"
+    code = cli.main(
+        ["export-demo", "--preset", "reference", "--steps", "2", "--out", str(out), "--no-check"]
+    )
+    assert code == 0
+    wm = ModelCard.load(out / "world_model.yaml")
+    policy = ModelCard.load(out / "policy.yaml")
+    assert wm.model_id.startswith("reference-wm-")
+    assert policy.model_id.startswith("reference-policy-")
+    assert wm.input_by_role("images").shape == (1, 2, 3, 224, 224)
+    assert wm.output_by_role("wm_state").shape == (1, 16, 64)
+    assert policy.input_by_role("wm_state").shape == (1, 16, 64)
+    assert cli.main(["verify", str(out)]) == 0
