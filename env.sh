@@ -19,3 +19,10 @@ export RAMP_MODEL_DIR="${RAMP_MODEL_DIR:-$RAMP_ROOT/models}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+# The development defaults of `ramp up` and the launch files (domain 42, discovery on this computer
+# only), so `ros2 topic list`, `ros2 param get ...` from this shell see the stack; already-set
+# values win (a robot install chooses its own).
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-42}"
+if [ -z "${ROS_AUTOMATIC_DISCOVERY_RANGE:-}" ] && [ -z "${ROS_LOCALHOST_ONLY:-}" ]; then
+  export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+fi
