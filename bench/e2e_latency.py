@@ -8,7 +8,12 @@ oldest frame used), the model inference times, and the stack's own overhead (lat
 inference time) as a fraction of a 33 ms frame period; then the ratios of the single-process
 layout to the process-per-node one (the baseline, measured in the same run).
 
+With ``--pair reference`` the stack runs the reference model pair of realistic cost instead of
+the demo pair (exported on first use: ``ramp-train export-demo --preset reference``), with the
+RTC executor's committed prefix set to ``--inference-delay`` s.
+
     python bench/e2e_latency.py [--duration 30] [--layouts process-per-node single-process]
+                                [--pair demo|reference] [--inference-delay 0.1]
 """
 
 from __future__ import annotations
@@ -27,13 +32,36 @@ STAGES = ("capture_to_wm_state", "capture_to_chunk", "capture_to_first_command")
 RATE_TOPICS = ("camera/front/image_raw", "camera/wrist/image_raw", "joint_states", "joint_command")
 
 
-def run_layout(layout: str, duration_s: float, domain_id: int) -> dict:
+def pair_overrides(pair: str, inference_delay_s: float | None) -> list[str]:
+    """``-p`` options that point the model nodes at ``pair`` (exported here if missing)."""
+    if pair == "demo":
+        return []
+    folder = Path(os.environ.get("RAMP_MODEL_DIR", "models")) / pair
+    if not (folder / "policy.yaml").is_file():
+        print(f"exporting the {pair} pair to {folder} (once, ~2 min)", file=sys.stderr)
+        subprocess.run(
+            ["ramp-train", "export-demo", "--preset", pair, "--out", str(folder), "--no-check"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    out = [
+        "-p",
+        f"worldmodel_node.model_card:={folder / 'world_model.yaml'}",
+        "-p",
+        f"policy_node.model_card:={folder / 'policy.yaml'}",
+    ]
+    if inference_delay_s is not None:
+        out += ["-p", f"chunk_executor.inference_delay_s:={inference_delay_s}"]
+    return out
+
+
+def run_layout(layout: str, duration_s: float, domain_id: int, extra: list[str]) -> dict:
     """One ``ramp up`` run; its health report."""
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "ramp_bringup.cli", "up", "--robot", "sim"]
         cmd += ["--duration", str(duration_s), "--report", str(report_path)]
-        cmd += ["--domain-id", str(domain_id), *LAYOUTS[layout]]
+        cmd += ["--domain-id", str(domain_id), *LAYOUTS[layout], *extra]
         subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
         return json.loads(report_path.read_text())
 
@@ -53,6 +81,7 @@ def figures(report: dict) -> dict:
     e2e = lat.get("capture_to_first_command") or {}
     if e2e:
         out["overhead_ms_p50"] = e2e["p50"] - wm_ms - policy_ms
+    out["command_smoothness"] = report.get("command_smoothness", {})
     return out
 
 
@@ -89,12 +118,17 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 61)))
     parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
+    parser.add_argument("--pair", choices=("demo", "reference"), default="demo")
+    parser.add_argument(
+        "--inference-delay", type=float, default=None, help="chunk_executor.inference_delay_s"
+    )
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
+    extra = pair_overrides(args.pair, args.inference_delay)
     results = {}
     for layout in args.layouts:
-        results[layout] = figures(run_layout(layout, args.duration, args.domain_id))
-    print(f"stack on sim, {args.duration:.0f} s per layout")
+        results[layout] = figures(run_layout(layout, args.duration, args.domain_id, extra))
+    print(f"stack on sim, {args.pair} model pair, {args.duration:.0f} s per layout")
     print_table(results)
     print(
         "(latency includes waiting for the next encoder/policy tick: at 15 Hz and 10 Hz that "

@@ -25,6 +25,7 @@ import yaml
 
 from ramp_bringup.core.plan import Override, PlanError, StackOptions, build_plan
 from ramp_bringup.core.report import RunRecorder, write_report
+from ramp_bringup.core.smoothness import CommandSmoothness
 from ramp_bringup.core.supervisor import Supervisor, ignore_stop_signals, terminate_on_signals
 from ramp_bringup.stack import (
     ROLE_CHOICES,
@@ -35,9 +36,9 @@ from ramp_bringup.stack import (
 )
 
 
-def _shared_params(config_file: Path) -> dict:
+def _node_params(config_file: Path, node: str) -> dict:
     data = yaml.safe_load(config_file.read_text()) or {}
-    return (data.get("/**") or {}).get("ros__parameters") or {}
+    return (data.get(node) or {}).get("ros__parameters") or {}
 
 
 def _stack_options(args: argparse.Namespace) -> StackOptions:
@@ -69,8 +70,13 @@ class _Run:
         self.env = self.plan.process_env(os.environ, os.getpid())
         os.environ.clear()  # before rclpy is initialised: the middleware reads them at init
         os.environ.update(self.env)
-        shared = _shared_params(self.options.config_file)
+        shared = _node_params(self.options.config_file, "/**")
         self.joint_names = list(shared.get("joint_names", []))
+        arbiter = _node_params(self.options.config_file, "intervention_arbiter")
+        executor = _node_params(self.options.config_file, "chunk_executor")
+        grippers = set(executor.get("gripper_joints", []))
+        self.arm_joints = [n for n in self.joint_names if n not in grippers]
+        self.smoothness = CommandSmoothness(1.0 / float(arbiter.get("control_rate_hz", 200.0)))
         self.recorder = RunRecorder(self.joint_names)
         self.camera_names = list(shared.get("camera_names", []))
         self.stop = threading.Event()
@@ -93,6 +99,8 @@ class _Run:
             self.camera_names,
             command_topic="joint_command",  # what reaches the bridge
             watched_nodes={s.name for s in self.plan_specs},
+            smoothness=self.smoothness,
+            arm_joints=self.arm_joints,
         )
 
     def wait(self, alive=lambda: True) -> None:
@@ -118,6 +126,7 @@ class _Run:
             "dds_profile": self.env.get("FASTRTPS_DEFAULT_PROFILES_FILE"),
             "fake_hardware": bool(self.args.fake_hardware),
             "parameters": str(self.plan.params_file),
+            "command_smoothness": self.smoothness.summary(),
             **(extra or {}),
         }
         report = self.recorder.report(meta, self.t_start, self.t_end)

@@ -20,6 +20,7 @@ from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from ramp_bringup.core.report import RunRecorder
+from ramp_bringup.core.smoothness import CommandSmoothness
 from ramp_common.conversions import MessageError, joint_state_positions, stamp_from_cdr
 from ramp_common.diagnostics import level_to_int
 from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
@@ -38,10 +39,14 @@ class StackMonitor(Node):
         camera_names: list[str],
         command_topic: str = "joint_command",
         watched_nodes: set[str] | None = None,
+        smoothness: CommandSmoothness | None = None,
+        arm_joints: list[str] | None = None,
     ) -> None:
         super().__init__("ramp_monitor")
         self._rec = recorder
         self._joint_names = joint_names
+        self._smoothness = smoothness
+        self._arm_joints = arm_joints or joint_names
         self._watched = watched_nodes
         group = ReentrantCallbackGroup()
 
@@ -93,8 +98,12 @@ class StackMonitor(Node):
 
     def _on_command(self, raw: bytes) -> None:
         now = time.time()
-        self._stamped(self._command_topic, raw)
+        stamp = self._stamped(self._command_topic, raw)
         self._rec.command(now)
+        if self._smoothness is not None and stamp > 0:
+            msg = deserialize_message(raw, JointState)
+            with contextlib.suppress(MessageError):  # the bridge reports malformed commands
+                self._smoothness.add(stamp, joint_state_positions(msg, self._arm_joints))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
