@@ -101,6 +101,10 @@ def test_node_list_comes_from_the_chosen_config(tmp_path):
 
 
 def test_roles_split_the_stack_between_robot_computer_and_inference_host(tmp_path):
+    # an override for a node of the other side is fine: one command line serves both hosts
+    camera = (Override.parse("camera_node.width:=160"),)
+    inference_plan = plan_for(tmp_path / "x", role="inference", overrides=camera)
+    assert "camera_node" in yaml.safe_load(inference_plan.params_file.read_text())
     robot = {n.name for n in plan_for(tmp_path / "r", role="robot").nodes}
     inference = {n.name for n in plan_for(tmp_path / "i", role="inference").nodes}
     assert inference == {"worldmodel_node", "policy_node"}

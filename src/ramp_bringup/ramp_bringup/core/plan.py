@@ -201,6 +201,7 @@ def build_plan(
     """
     env = os.environ if env is None else env
     specs = list(specs)
+    all_names = [s.name for s in specs]  # overrides and namespacing cover the whole config
     if options.role != "all":
         specs = [s for s in specs if s.role == options.role]
     namespace = normalize_namespace(options.namespace)
@@ -213,7 +214,7 @@ def build_plan(
         options.overrides,
         fake_hardware=options.fake_hardware,
         namespace=namespace,
-        node_names=[s.name for s in specs],
+        node_names=all_names,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     params_file = run_dir / "params.yaml"

@@ -1,0 +1,238 @@
+"""Two robot computers and one inference host on a LAN (network namespaces on one bridge).
+
+Each robot host runs the robot side of the PiPER stack against its protocol fake (``ramp up
+--role robot --namespace robotN --fake-hardware``: bridge, synthetic cameras trimmed to 160x120
+at 15 Hz, chunk executor); the inference host runs the inference side for each robot (``--role
+inference``: world model and policy per namespace). DDS crosses the bridge over UDP (the UDP-only
+profile: shared memory would bypass the link) with multicast discovery. A probe in each robot
+host records chunk arrivals, joint states and commands. Then robot1's link goes down for 4 s:
+robot1 gets no chunk, its executor's watchdog brings the arm to a hold, robot2 keeps moving; the
+link comes back and robot1 runs again. No command ever exceeds the velocity limit (no jump).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+UDP_PROFILE = ROOT / "src/ramp_bringup/dds/fastdds_udp.xml"
+ROBOTS = ("robot1", "robot2")
+DOWN_S = 4.0
+WATCHDOG_S = 0.5  # chunk_executor.watchdog_timeout_s of piper.yaml
+ARM = slice(0, 6)
+MAX_VELOCITY = np.array([2.0, 2.0, 2.0, 3.0, 3.0, 3.0])  # piper.yaml, rad/s
+CONTROL_PERIOD_S = 1.0 / 200.0
+
+
+def ramp_up(role: str, namespace: str, log: Path, host_prefix: list[str], env: dict):
+    cmd = [
+        *host_prefix, sys.executable, "-m", "ramp_bringup.cli", "up", "--robot", "piper",
+        "--fake-hardware", "--role", role, "--namespace", namespace,
+        "--localhost-only", "false", "--dds-profile", str(UDP_PROFILE),
+        "-p", "camera_node.width:=160", "-p", "camera_node.height:=120",
+        "-p", "camera_node.rate_hz:=15.0",
+        # the fake arm is a thread of the bridge process: on 2 cores running 2 robots and their
+        # inference it can lag past the real arm's 0.1 s feedback timeout
+        "-p", "piper_bridge.feedback_timeout_s:=0.5",
+    ]  # fmt: skip
+    out = log.open("wb")
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def read_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # the line being written
+    return events
+
+
+def chunk_times(events: list[dict]) -> np.ndarray:
+    return np.array([e["t"] for e in events if e["k"] == "chunk"])
+
+
+def arm_speed(events: list[dict], t0: float, t1: float) -> float:
+    """Largest arm joint speed (rad/s) between consecutive joint states in [t0, t1]."""
+    states = [(e["t"], np.array(e["q"])[ARM]) for e in events if e["k"] == "state"]
+    states = [(t, q) for t, q in states if t0 <= t <= t1]
+    speeds = [
+        float(np.max(np.abs(q1 - q0)) / (t1_ - t0_))
+        for (t0_, q0), (t1_, q1) in itertools.pairwise(states)
+        if t1_ > t0_
+    ]
+    return max(speeds, default=0.0)
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_a_robot_link_down_holds_that_robot_and_leaves_the_other_running(tmp_path):
+    if shutil.which("ip") is None:
+        pytest.skip("the 'ip' tool (iproute2) is not installed")
+    from tests.netns import NetnsUnavailableError, lan
+
+    env = dict(
+        os.environ,
+        FASTRTPS_DEFAULT_PROFILES_FILE=str(UDP_PROFILE),
+        FASTDDS_DEFAULT_PROFILES_FILE=str(UDP_PROFILE),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET",
+    )
+    procs: list[subprocess.Popen] = []
+    try:
+        with lan([*ROBOTS, "inference"]) as net:
+            procs = start_fleet(net, tmp_path, env)
+            run_scenario(net, tmp_path)
+            for proc in procs:
+                proc.send_signal(signal.SIGINT)
+            codes = [proc.wait(30) for proc in procs]
+    except NetnsUnavailableError as exc:
+        pytest.skip(f"ip netns is not permitted here: {exc}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("*.log")}
+    assert codes == [0] * len(codes), {k: v[-2000:] for k, v in logs.items()}
+
+
+def start_fleet(net, tmp_path: Path, env: dict) -> list[subprocess.Popen]:
+    procs = []
+    infer = net.hosts["inference"].exec_prefix()
+    for robot in ROBOTS:
+        procs.append(ramp_up("inference", robot, tmp_path / f"infer_{robot}.log", infer, env))
+        host = net.hosts[robot].exec_prefix()
+        procs.append(ramp_up("robot", robot, tmp_path / f"{robot}.log", host, env))
+        probe = [*host, sys.executable, __file__, "--probe", robot, "--out"]
+        procs.append(
+            subprocess.Popen(
+                [*probe, str(tmp_path / f"{robot}.jsonl")],
+                env=env,
+                stdout=(tmp_path / f"probe_{robot}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return procs
+
+
+def run_scenario(net, tmp_path: Path) -> None:
+    events = {r: (lambda r=r: read_events(tmp_path / f"{r}.jsonl")) for r in ROBOTS}
+    wait_until(
+        lambda: all(len(chunk_times(events[r]())) >= 10 for r in ROBOTS),
+        120,
+        "chunks from the inference host at both robots",
+    )
+    t_down = time.time()
+    net.link_down("robot1")
+    time.sleep(DOWN_S)
+    t_up = time.time()
+    net.link_up("robot1")
+    wait_until(
+        lambda: np.sum(chunk_times(events["robot1"]()) > t_up) >= 10,
+        60,
+        "robot1's chunks after its link came back",
+    )
+    time.sleep(2.0)
+    t_end = time.time()
+    r1, r2 = events["robot1"](), events["robot2"]()
+    print(
+        f"robot1: {len(chunk_times(r1))} chunks; robot2: {len(chunk_times(r2))}; "
+        f"first chunk after link up {chunk_times(r1)[chunk_times(r1) > t_up][0] - t_up:.2f} s"
+    )
+    held_from = t_down + WATCHDOG_S + 1.0  # watchdog, then the limited deceleration
+    assert np.sum((chunk_times(r1) > t_down + 0.5) & (chunk_times(r1) < t_up)) == 0
+    assert arm_speed(r1, held_from, t_up) < 0.01, "robot1 did not hold without inference"
+    assert np.sum((chunk_times(r2) > t_down) & (chunk_times(r2) < t_up)) > 5
+    assert arm_speed(r2, t_down, t_up) > 0.05, "robot2 stopped although its link stayed up"
+    assert arm_speed(r1, t_up, t_end) > 0.05, "robot1 did not move again after its link came back"
+    for robot, ev in (("robot1", r1), ("robot2", r2)):
+        worst = max_command_speed(ev)
+        assert np.all(worst <= MAX_VELOCITY * 1.05), f"{robot}: command faster than limits {worst}"
+
+
+def max_command_speed(events: list[dict]) -> np.ndarray:
+    """Per arm joint, the largest command speed over control ticks (rad/s)."""
+    cmds = [(e["t"], np.array(e["q"])[ARM]) for e in events if e["k"] == "cmd"]
+    worst = np.zeros(6)
+    for (t0, q0), (t1, q1) in itertools.pairwise(cmds):
+        ticks = max(1, round((t1 - t0) / CONTROL_PERIOD_S))
+        worst = np.maximum(worst, np.abs(q1 - q0) / (ticks * CONTROL_PERIOD_S))
+    return worst
+
+
+def _probe(namespace: str, out: Path) -> int:
+    """In a robot host: append chunk arrivals, joint states (~20 Hz) and commands as JSON lines."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    from ramp_common.conversions import stamp_to_sec
+    from ramp_common.qos import COMMAND_QOS, STATE_QOS
+
+    rclpy.init()
+    node = rclpy.create_node("fleet_probe", namespace=namespace)
+    sink = out.open("a", buffering=1)
+    last_state = [0.0]
+
+    def on_state(msg: JointState) -> None:
+        now = time.time()
+        if now - last_state[0] >= 0.05:
+            last_state[0] = now
+            sink.write(json.dumps({"k": "state", "t": now, "q": list(msg.position)}) + "\n")
+
+    def on_cmd(msg: JointState) -> None:
+        t = stamp_to_sec(msg.header.stamp)
+        sink.write(json.dumps({"k": "cmd", "t": t, "q": list(msg.position)}) + "\n")
+
+    node.create_subscription(JointState, "joint_states", on_state, STATE_QOS)
+    node.create_subscription(JointState, "joint_command", on_cmd, COMMAND_QOS)
+    node.create_subscription(
+        JointTrajectory,
+        "ramp/action_chunk",
+        lambda _m: sink.write(json.dumps({"k": "chunk", "t": time.time()}) + "\n"),
+        COMMAND_QOS,
+    )
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    while not stop:
+        executor.spin_once(timeout_sec=0.1)
+    sink.close()
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--probe", required=True)
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args()
+    raise SystemExit(_probe(args.probe, args.out))
