@@ -32,6 +32,10 @@ class Host:
     iface: str
     address: str
 
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
+
     def exec_prefix(self) -> list[str]:
         """Prefix that runs a command inside this host."""
         return ["ip", "netns", "exec", self.namespace]
@@ -40,8 +44,11 @@ class Host:
 class Lan:
     """Hosts on one bridge; link state per host."""
 
-    def __init__(self, hosts: dict[str, Host], switch_ns: str, bridge: str) -> None:
+    def __init__(
+        self, hosts: dict[str, Host], switch_ns: str, bridge: str, multicast: bool
+    ) -> None:
         self.hosts = hosts
+        self.multicast = multicast
         self.switch_ns = switch_ns
         self.bridge = bridge
 
@@ -52,7 +59,8 @@ class Lan:
     def link_up(self, name: str) -> None:
         host = self.hosts[name]
         _check(ip("-n", host.namespace, "link", "set", host.iface, "up"))
-        _check(ip("-n", host.namespace, "route", "replace", "224.0.0.0/4", "dev", host.iface))
+        if self.multicast:
+            _check(ip("-n", host.namespace, "route", "replace", "224.0.0.0/4", "dev", host.iface))
 
 
 def _check(result: subprocess.CompletedProcess) -> None:
@@ -67,8 +75,12 @@ def _kill_namespace_processes(namespace: str) -> None:
 
 
 @contextlib.contextmanager
-def lan(names: list[str]) -> Iterator[Lan]:
-    """Namespaces ``names`` on one bridge; everything removed on exit."""
+def lan(names: list[str], multicast: bool = True) -> Iterator[Lan]:
+    """Namespaces ``names`` on one bridge; everything removed on exit.
+
+    ``multicast=False`` makes a network without multicast (the switch does not flood it to any
+    port): DDS needs a discovery server or static peers there.
+    """
     tag = os.getpid() % 10000
     net = os.getpid() % 250
     switch_ns = f"ramp_sw_{tag}"
@@ -91,13 +103,18 @@ def lan(names: list[str]) -> Iterator[Lan]:
                  host.iface, "netns", host.namespace),
                 ("-n", switch_ns, "link", "set", switch_end, "master", bridge, "up"),
                 ("-n", host.namespace, "addr", "add", host.address, "dev", host.iface),
-                ("-n", host.namespace, "link", "set", host.iface, "multicast", "on", "up"),
+                ("-n", host.namespace, "link", "set", host.iface, "multicast",
+                 "on" if multicast else "off", "up"),
                 ("-n", host.namespace, "link", "set", "lo", "up"),
-                ("-n", host.namespace, "route", "add", "224.0.0.0/4", "dev", host.iface),
             ):  # fmt: skip
                 _check(ip(*step))
+            if multicast:
+                _check(ip("-n", host.namespace, "route", "add", "224.0.0.0/4", "dev", host.iface))
+            else:  # the switch drops multicast (the interface flag alone stops nothing)
+                _check(ip("-n", switch_ns, "link", "set", switch_end, "type", "bridge_slave",
+                          "mcast_flood", "off"))  # fmt: skip
             hosts[name] = host
-        yield Lan(hosts, switch_ns, bridge)
+        yield Lan(hosts, switch_ns, bridge, multicast)
     finally:
         for ns in reversed(namespaces):
             _kill_namespace_processes(ns)

@@ -38,7 +38,7 @@ MAX_VELOCITY = np.array([2.0, 2.0, 2.0, 3.0, 3.0, 3.0])  # piper.yaml, rad/s
 CONTROL_PERIOD_S = 1.0 / 200.0
 
 
-def ramp_up(role: str, namespace: str, log: Path, host_prefix: list[str], env: dict):
+def ramp_up(role: str, namespace: str, log: Path, host_prefix: list[str], env: dict, *extra: str):
     cmd = [
         *host_prefix, sys.executable, "-m", "ramp_bringup.cli", "up", "--robot", "piper",
         "--fake-hardware", "--role", role, "--namespace", namespace,
@@ -47,7 +47,7 @@ def ramp_up(role: str, namespace: str, log: Path, host_prefix: list[str], env: d
         "-p", "camera_node.rate_hz:=15.0",
         # the fake arm is a thread of the bridge process: on 2 cores running 2 robots and their
         # inference it can lag past the real arm's 0.1 s feedback timeout
-        "-p", "piper_bridge.feedback_timeout_s:=0.5",
+        "-p", "piper_bridge.feedback_timeout_s:=0.5", *extra,
     ]  # fmt: skip
     out = log.open("wb")
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -236,3 +236,84 @@ if __name__ == "__main__":
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     raise SystemExit(_probe(args.probe, args.out))
+
+
+def start_pair(net, tmp_path: Path, env: dict, phase: str, *extra: str):
+    """Inference side and robot side of robot1, and its probe; (processes, probe file)."""
+    infer, robot = net.hosts["inference"].exec_prefix(), net.hosts["robot1"].exec_prefix()
+    out = tmp_path / f"{phase}.jsonl"
+    probe_env = dict(env)
+    if extra:
+        probe_env["ROS_DISCOVERY_SERVER"] = extra[-1]
+    return [
+        ramp_up("inference", "robot1", tmp_path / f"{phase}_i.log", infer, env, *extra),
+        ramp_up("robot", "robot1", tmp_path / f"{phase}_r.log", robot, env, *extra),
+        subprocess.Popen(
+            [*robot, sys.executable, __file__, "--probe", "robot1", "--out", str(out)],
+            env=probe_env,
+        ),
+    ], out
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        proc.wait(30)
+
+
+def test_without_multicast_a_discovery_server_joins_robot_and_inference_host(tmp_path):
+    """A network without multicast (many Wi-Fi and cloud networks): with multicast discovery
+    the robot's own nodes find each other (joint states reach its probe) but never the
+    inference host (no chunk); with ``ramp discovery-server`` on the inference host and
+    ``--discovery-server`` on every ``ramp up``, the robot gets its chunks."""
+    if shutil.which("ip") is None:
+        pytest.skip("the 'ip' tool (iproute2) is not installed")
+    from tests.netns import NetnsUnavailableError, lan
+
+    env = dict(
+        os.environ,
+        FASTRTPS_DEFAULT_PROFILES_FILE=str(UDP_PROFILE),
+        FASTDDS_DEFAULT_PROFILES_FILE=str(UDP_PROFILE),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET",
+    )
+    procs: list[subprocess.Popen] = []
+    try:
+        with lan(["robot1", "inference"], multicast=False) as net:
+            procs, out = start_pair(net, tmp_path, env, "multicast")
+            wait_until(
+                lambda: sum(e["k"] == "state" for e in read_events(out)) >= 50,
+                120,
+                "the robot's own joint states at its probe (same host)",
+            )
+            time.sleep(3.0)
+            assert len(chunk_times(read_events(out))) == 0, "multicast crossed the switch"
+            stop_all(procs)
+
+            infer = net.hosts["inference"]
+            server = f"{infer.ip}:11811"
+            cmd = [*infer.exec_prefix(), sys.executable, "-m", "ramp_bringup.cli"]
+            procs = [
+                subprocess.Popen(
+                    [*cmd, "discovery-server", "--address", infer.ip],
+                    env=env,
+                    stdout=(tmp_path / "server.log").open("wb"),
+                    stderr=subprocess.STDOUT,
+                )
+            ]
+            pair, out = start_pair(net, tmp_path, env, "server", "--discovery-server", server)
+            procs += pair
+            wait_until(
+                lambda: len(chunk_times(read_events(out))) >= 10,
+                120,
+                "chunks from the inference host through the discovery server",
+            )
+            stop_all(procs)
+    except NetnsUnavailableError as exc:
+        pytest.skip(f"ip netns is not permitted here: {exc}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)

@@ -54,6 +54,7 @@ def _stack_options(args: argparse.Namespace) -> StackOptions:
         model_dir=args.model_dir,
         log_level=args.log_level,
         role=args.role,
+        discovery_server=args.discovery_server,
     )
 
 
@@ -306,6 +307,19 @@ def _spin(executor, stop: threading.Event, recorder: RunRecorder) -> None:
                 get_logger("ramp").error(text)
 
 
+def cmd_discovery_server(args: argparse.Namespace) -> int:
+    """Exec Fast DDS's discovery server with the shared libraries of this environment."""
+    from ramp_bringup.core.discovery import discovery_server_command
+
+    try:
+        cmd, env = discovery_server_command(args.address, args.port, args.server_id)
+    except FileNotFoundError as exc:
+        print(f"ramp discovery-server: {exc}", file=sys.stderr)
+        return 2
+    os.execvpe(cmd[0], cmd, env)
+    return 0  # not reached
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     """Print a short summary of a report; exit 1 if the report is not ok."""
     import json
@@ -369,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dds-profile", default="", help="Fast DDS XML profile ('' shipped one, 'none' default)"
     )
     up.add_argument("--model-dir", help="folder of model cards (default: $RAMP_MODEL_DIR)")
+    up.add_argument(
+        "--discovery-server",
+        help="HOST:PORT of a Fast DDS discovery server (networks without multicast; sets "
+        "ROS_DISCOVERY_SERVER); start one with `ramp discovery-server`",
+    )
     up.add_argument("--log-level", default="info", help="log level of every node")
     up.add_argument(
         "--single-process",
@@ -376,6 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="every node in this process, on its own executor thread (debugging; GIL-bound)",
     )
     up.set_defaults(func=cmd_up)
+    server = sub.add_parser(
+        "discovery-server",
+        help="run a Fast DDS discovery server (for networks without multicast)",
+        description="Runs Fast DDS's discovery server (the `fastdds discovery` of a ROS 2 "
+        "install; here the binary of the ros-jazzy wheels) until Ctrl-C. Point every "
+        "participant at it: ramp up --discovery-server HOST:PORT (ROS_DISCOVERY_SERVER).",
+    )
+    server.add_argument("--address", default="0.0.0.0", help="listen address (0.0.0.0)")
+    server.add_argument("--port", type=int, default=11811, help="UDP port (11811)")
+    server.add_argument("--server-id", type=int, default=0, help="server id (0)")
+    server.set_defaults(func=cmd_discovery_server)
     summary = sub.add_parser("summary", help="print a short summary of a --report file")
     summary.add_argument("report_file")
     summary.set_defaults(func=cmd_summary)

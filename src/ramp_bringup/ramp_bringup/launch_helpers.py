@@ -72,6 +72,11 @@ def launch_arguments(robot: str) -> list[tuple[str, str, str]]:
             "all",
             "Which nodes: all; robot (next to the robot); inference (world model + policy).",
         ),
+        (
+            "discovery_server",
+            os.environ.get("ROS_DISCOVERY_SERVER", ""),
+            "HOST:PORT of a Fast DDS discovery server (no multicast); '' for multicast.",
+        ),
     ]
 
 
@@ -107,6 +112,7 @@ def options_from_launch(values: dict[str, str]) -> StackOptions:
         model_dir=values["model_dir"],
         log_level=values["log_level"],
         role=role,
+        discovery_server=values.get("discovery_server") or None,
     )
 
 

@@ -75,6 +75,9 @@ class StackOptions:
     log_level: str = "info"
     role: str = "all"
     """Start only the nodes of this role (``robot`` / ``inference``), or ``all``."""
+    discovery_server: str | None = None
+    """``host:port[;host:port...]`` of Fast DDS discovery servers (networks without multicast);
+    sets ``ROS_DISCOVERY_SERVER``. None: the environment's, else multicast discovery."""
 
 
 @dataclass
@@ -236,6 +239,8 @@ def build_plan(
             raise PlanError(f"DDS profile {profile} does not exist")
         for var in DDS_PROFILE_VARS:
             out_env[var] = profile
+    if options.discovery_server:
+        out_env["ROS_DISCOVERY_SERVER"] = options.discovery_server
     model_dir = options.model_dir or env.get("RAMP_MODEL_DIR") or DEFAULT_MODEL_DIR
     out_env["RAMP_MODEL_DIR"] = str(Path(os.path.expanduser(model_dir)).resolve())
 
