@@ -1,6 +1,6 @@
 """policy_node: world-model state + joint state -> action chunk on ``ramp/action_chunk``.
 
-Thin rclpy adapter over the model-card contract of ``ramp_worldmodel_node.core``: it feeds the
+Thin rclpy adapter over the model-card contract of ``ramp_models``: it feeds the
 inputs the policy's card names (``wm_state``, ``joint_state``, optionally ``images``) and publishes
 the ``action_chunk`` output as trajectory_msgs/JointTrajectory with header.stamp = observation
 time (the world-model state's stamp, itself the oldest capture stamp), time_from_start of step k =
@@ -11,7 +11,7 @@ Replanning (asynchronous chunking): inference starts when the chunk last publish
 runs on every new world-model state, at most at ``rate_hz``. Inference runs on its own thread
 (``ramp_common.worker.TriggeredWorker``), never in an input callback.
 
-Hot reload (``ramp_worldmodel_node.core.hot_swap``): ``~/reload`` (std_srvs/Trigger: load the
+Hot reload (``ramp_models.hot_swap``): ``~/reload`` (std_srvs/Trigger: load the
 card at ``model_card`` again), a new value of the ``model_card`` parameter, or, with
 ``watch_model: true``, a change of the card file on disk load and check a new policy next to the
 running one (card, sha256, session, robot joints and cameras, same inputs and wm_state shape);
@@ -56,11 +56,11 @@ from ramp_common.diagnostics import (
 from ramp_common.node_tools import LogOnce, declare, expand_path, require_positive, run_node
 from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
 from ramp_common.worker import TriggeredWorker
-from ramp_worldmodel_node.core.hot_swap import HotSwap, check_same_interface
-from ramp_worldmodel_node.core.model_card import ModelCardError, check_against_robot
-from ramp_worldmodel_node.core.observation import ObservationBuffer, StaleInputError
-from ramp_worldmodel_node.core.onnx_runtime import LoadedModel, NonFiniteOutputError, load_model
-from ramp_worldmodel_node.core.preprocess import ImagePreprocessor
+from ramp_models.hot_swap import HotSwap, check_same_interface
+from ramp_models.model_card import ModelCardError, check_against_robot
+from ramp_models.observation import ObservationBuffer, StaleInputError
+from ramp_models.onnx_runtime import LoadedModel, NonFiniteOutputError, load_model
+from ramp_models.preprocess import ImagePreprocessor
 
 WM_KEY = "wm_state"
 JOINT_KEY = "joint_state"

@@ -6,7 +6,7 @@ preprocessing and input synchronisation live in ``ramp_worldmodel_node.core``.
 Publishes ``ramp/wm_state`` (sensor_msgs/Image, 32FC1, rows = latent tokens, cols = latent dim,
 header.stamp = observation time = oldest capture stamp used, frame_id = model id).
 
-Hot reload (``ramp_worldmodel_node.core.hot_swap``): ``~/reload`` (std_srvs/Trigger: load the
+Hot reload (``ramp_models.hot_swap``): ``~/reload`` (std_srvs/Trigger: load the
 card at ``model_card`` again), a new value of the ``model_card`` parameter, or, with
 ``watch_model: true``, a change of the card file on disk load and check a new model next to the
 running one (card, sha256, session, robot joints and cameras, same wiring); the inference thread
@@ -49,11 +49,11 @@ from ramp_common.diagnostics import (
 from ramp_common.node_tools import LogOnce, declare, expand_path, require_positive, run_node
 from ramp_common.qos import SENSOR_QOS, STATE_QOS
 from ramp_common.worker import TriggeredWorker
-from ramp_worldmodel_node.core.hot_swap import HotSwap, check_same_interface
-from ramp_worldmodel_node.core.model_card import ModelCardError, check_against_robot
-from ramp_worldmodel_node.core.observation import ObservationBuffer, StaleInputError
-from ramp_worldmodel_node.core.onnx_runtime import LoadedModel, NonFiniteOutputError, load_model
-from ramp_worldmodel_node.core.preprocess import ImagePreprocessor
+from ramp_models.hot_swap import HotSwap, check_same_interface
+from ramp_models.model_card import ModelCardError, check_against_robot
+from ramp_models.observation import ObservationBuffer, StaleInputError
+from ramp_models.onnx_runtime import LoadedModel, NonFiniteOutputError, load_model
+from ramp_models.preprocess import ImagePreprocessor
 
 JOINT_KEY = "joint_state"
 
