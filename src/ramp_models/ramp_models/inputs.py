@@ -42,6 +42,18 @@ class InputPlan:
     """None when the model takes no images."""
     keys: tuple[str, ...]
     """Observation keys the model needs (``wm_state``, ``joint_state``, ``camera/<name>``)."""
+    wm_shape: tuple[int, ...] = ()
+    """(tokens, dim) of the ``wm_state`` input; () when the model takes none."""
+
+    @property
+    def trigger_keys(self) -> frozenset[str]:
+        """The inputs whose arrival wakes the inference thread: the world-model state when the
+        model takes one, else the camera frames, else the joint state (the inputs that make an
+        observation new, see :func:`observation_id`)."""
+        if WM_KEY in self.keys:
+            return frozenset({WM_KEY})
+        cameras = frozenset(camera_key(c) for c in self.cameras)
+        return cameras or frozenset(k for k in self.keys if k == JOINT_KEY)
 
     @classmethod
     def from_card(cls, card: ModelCard) -> InputPlan:
@@ -51,10 +63,12 @@ class InputPlan:
         cameras = tuple(card.cameras) if images else ()
         keys = [k for k in (WM_KEY, JOINT_KEY) if k in roles]
         keys += [camera_key(c) for c in cameras]
+        wm = card.input_by_role("wm_state")
         return cls(
             cameras=cameras,
             preprocess=ImagePreprocessor(card.image) if images else None,
             keys=tuple(keys),
+            wm_shape=tuple(wm.shape[1:]) if wm is not None else (),
         )
 
     def feeds(self, obs: Observation) -> dict[str, np.ndarray]:

@@ -43,6 +43,16 @@ def test_world_model_plan_takes_its_cameras_and_joints_in_card_order() -> None:
     assert [camera_key(c) for c in card.cameras] == [k for k in plan.keys if "/" in k]
     assert (JOINT_KEY in plan.keys) == (card.input_by_role("joint_state") is not None)
     assert WM_KEY not in plan.keys
+    assert plan.wm_shape == ()
+    assert plan.trigger_keys == {camera_key(c) for c in card.cameras}, "frames wake the encoder"
+
+
+def test_policy_plan_is_woken_by_the_world_model_state() -> None:
+    card = _card("policy.yaml")
+    plan = InputPlan.from_card(card)
+    assert WM_KEY in plan.keys
+    assert plan.wm_shape == tuple(card.input_by_role("wm_state").shape[1:])
+    assert plan.trigger_keys == {WM_KEY}
 
 
 def test_feeds_match_the_card_and_run() -> None:

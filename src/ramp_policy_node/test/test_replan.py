@@ -1,4 +1,4 @@
-"""ReplanRule: when the policy starts its next inference (replan_remaining_s, new observations)."""
+"""ReplanRule: when the policy starts its next inference (replan_remaining_s)."""
 
 from __future__ import annotations
 
@@ -42,12 +42,3 @@ def test_changing_remaining_takes_effect_at_the_next_check() -> None:
         rule.replan_remaining_s = -0.1
     with pytest.raises(ValueError, match="replan_remaining_s"):
         ReplanRule(-1.0)
-
-
-def test_the_same_observation_is_never_replanned() -> None:
-    rule = ReplanRule(0.0)
-    first = (("wm_state", 1.0),)
-    assert rule.is_new(first)
-    assert not rule.is_new(first)
-    assert rule.is_new((("wm_state", 1.1),))
-    assert rule.is_new(first), "only the last observation used counts"

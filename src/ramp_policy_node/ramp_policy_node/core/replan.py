@@ -1,12 +1,10 @@
 """When the policy node starts its next inference (ROS-free).
 
-Two rules, checked by the inference thread on every wake-up (at most ``rate_hz``):
-
-- with ``replan_remaining_s`` > 0 (asynchronous chunking) the next inference waits until the
-  chunk last published has less than ``replan_remaining_s`` seconds left: it ends at
-  ``observation stamp + (H * step_dt)``;
-- a new chunk needs a new observation (:func:`ramp_models.inputs.observation_id`: a new
-  world-model state when the policy takes one), so an unchanged observation is never replanned.
+Checked by the inference thread on every wake-up (at most ``rate_hz``): with
+``replan_remaining_s`` > 0 (asynchronous chunking) the next inference waits until the chunk last
+published has less than ``replan_remaining_s`` seconds left (it ends at ``observation stamp +
+H * step_dt``); with 0 it runs on every new observation. Either way a new chunk needs a new
+observation (:func:`ramp_models.inputs.observation_id`, checked by the model-node base).
 
 Times are float seconds on the clock of the observation stamps (wall clock in the nodes).
 """
@@ -25,7 +23,6 @@ class ReplanRule:
         self._lock = threading.Lock()
         self._remaining_s = float(replan_remaining_s)
         self._chunk_end = 0.0
-        self._last_id: tuple | None = None
 
     @property
     def replan_remaining_s(self) -> float:
@@ -49,14 +46,6 @@ class ReplanRule:
         """True when the current chunk leaves room for the next inference at ``now`` (s)."""
         with self._lock:
             return self._remaining_s <= 0 or now >= self._chunk_end - self._remaining_s
-
-    def is_new(self, observation_id: tuple) -> bool:
-        """True (and remembered) when ``observation_id`` differs from the last one used."""
-        with self._lock:
-            if observation_id == self._last_id:
-                return False
-            self._last_id = observation_id
-            return True
 
     def published(self, observation_stamp: float, chunk_duration_s: float) -> None:
         """Record a published chunk: observed at ``observation_stamp``, lasting its H steps."""
