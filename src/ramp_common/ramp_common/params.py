@@ -29,6 +29,8 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from ramp_common.limits import JointLimits
+
 TYPES: dict[str, Parameter.Type] = {
     "bool": Parameter.Type.BOOL,
     "int": Parameter.Type.INTEGER,
@@ -176,12 +178,25 @@ class ParamSet:
         if duplicates:
             raise ValueError(f"parameters declared twice: {duplicates}")
         self._node = node
-        self._specs = {s.name: s for s in specs}
+        self._specs: dict[str, Param] = {}
         self._on_change = on_change
+        self._declaring = False
         self.values: dict[str, Any] = {}
-        for spec in specs:
-            self.values[spec.name] = self._declare(spec)
+        self.declare(specs)
         node.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def declare(self, specs: Iterable[Param]) -> None:
+        """Declare more parameters (e.g. ones whose defaults depend on an earlier value)."""
+        for spec in specs:
+            if spec.name in self._specs:
+                raise ValueError(f"parameter {spec.name} declared twice")
+            self._specs[spec.name] = spec
+            # rclpy runs the change callbacks on a declaration too: let it through
+            self._declaring = True
+            try:
+                self.values[spec.name] = self._declare(spec)
+            finally:
+                self._declaring = False
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -214,6 +229,8 @@ class ParamSet:
         return value
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        if self._declaring:
+            return SetParametersResult(successful=True)
         for param in params:
             spec = self._specs.get(param.name)
             if spec is None:
@@ -240,3 +257,34 @@ class ParamSet:
             self.values[param.name] = value
             messages.append(message)
         return SetParametersResult(successful=True, reason="; ".join(messages))
+
+
+LIMIT_PARAMS = ("position_lower", "position_upper", "max_velocity", "max_acceleration")
+"""The joint-limit parameters, in ``JointLimits.from_lists`` order."""
+
+
+def joint_limit_params(
+    lower: Sequence[float] | None = None,
+    upper: Sequence[float] | None = None,
+    max_velocity: Sequence[float] | None = None,
+    max_acceleration: Sequence[float] | None = None,
+) -> tuple[Param, ...]:
+    """The joint-limit block (one value per joint, in ``joint_names`` order); None = required."""
+
+    def spec(name: str, default: Sequence[float] | None, text: str, unit: str) -> Param:
+        value = None if default is None else [float(v) for v in default]
+        return Param(name, value, text, unit=unit, type="double[]")
+
+    return (
+        spec("position_lower", lower, "Lower position limit per joint.", "rad / m"),
+        spec("position_upper", upper, "Upper position limit per joint.", "rad / m"),
+        spec("max_velocity", max_velocity, "Speed limit per joint.", "rad/s / m/s"),
+        spec(
+            "max_acceleration", max_acceleration, "Acceleration limit per joint.", "rad/s^2 / m/s^2"
+        ),
+    )
+
+
+def joint_limits(params: ParamSet, names: Sequence[str]) -> JointLimits:
+    """The validated :class:`JointLimits` of a node's joint-limit parameters."""
+    return JointLimits.from_lists(names, *(params[name] for name in LIMIT_PARAMS))
