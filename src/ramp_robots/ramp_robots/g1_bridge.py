@@ -276,6 +276,10 @@ class G1BridgeNode(RobotBridgeNode):
             fake.wait(FAKE_STOP_TIMEOUT_S)
 
 
+PARAMS: tuple[Param, ...] = G1BridgeNode.params_for(G1BridgeNode.DEFAULT_JOINTS)
+"""Every parameter, with the defaults for the default joints (docs/parameters.md)."""
+
+
 def main(args: list[str] | None = None) -> int:
     """Console entry point ``g1_bridge``."""
     return run_node(G1BridgeNode, args)

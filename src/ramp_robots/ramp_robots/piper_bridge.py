@@ -269,6 +269,10 @@ class PiperBridgeNode(RobotBridgeNode):
                 self._fake.stop()
 
 
+PARAMS: tuple[Param, ...] = PiperBridgeNode.params_for(PiperBridgeNode.DEFAULT_JOINTS)
+"""Every parameter, with the defaults for the default joints (docs/parameters.md)."""
+
+
 def main(args: list[str] | None = None) -> int:
     """Console entry point ``piper_bridge``."""
     return run_node(PiperBridgeNode, args)

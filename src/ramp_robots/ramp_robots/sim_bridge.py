@@ -258,6 +258,10 @@ def _lower_thread_priority(niceness: int) -> None:
         pass
 
 
+PARAMS: tuple[Param, ...] = SimBridgeNode.params_for(SimBridgeNode.DEFAULT_JOINTS)
+"""Every parameter, with the defaults for the default joints (docs/parameters.md)."""
+
+
 def main(args: list[str] | None = None) -> int:
     """Console entry point ``sim_bridge``."""
     return run_node(SimBridgeNode, args)
