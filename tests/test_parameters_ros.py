@@ -10,21 +10,18 @@ chunks stop and the node says it is waiting for stale inputs; back at 0.25 s chu
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
@@ -32,7 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 from ramp_common.conversions import make_joint_state, numpy_to_image, sec_to_stamp
 from ramp_common.qos import COMMAND_QOS, STATE_QOS
 from ramp_models.model_card import ModelCard
-from tests.rosutil import probe_node, wait_for
+from tests.rosutil import probe_node, spun_node, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -40,41 +37,21 @@ MODEL_DIR = Path(os.environ.get("RAMP_MODEL_DIR", "models")) / "demo"
 NODE = "param_test_policy"
 
 
-@contextmanager
-def spun_policy(card: Path, joints: list[str]) -> Iterator[object]:
-    """A PolicyNode in its own context, spun on a background thread."""
-    from ramp_policy_node.policy_node import PolicyNode
+def _policy(card: Path, joints: list[str]) -> Callable[[Context], Node]:
+    def make(context: Context) -> Node:
+        from ramp_policy_node.policy_node import PolicyNode
 
-    context = Context()
-    rclpy.init(context=context)
-    node = PolicyNode(
-        NODE,
-        context=context,
-        parameter_overrides=[
-            Parameter("model_card", value=str(card)),
-            Parameter("joint_names", value=joints),
-            Parameter("camera_names", value=["front", "wrist"]),
-        ],
-    )
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    stop = threading.Event()
+        return PolicyNode(
+            NODE,
+            context=context,
+            parameter_overrides=[
+                Parameter("model_card", value=str(card)),
+                Parameter("joint_names", value=joints),
+                Parameter("camera_names", value=["front", "wrist"]),
+            ],
+        )
 
-    def spin() -> None:
-        while not stop.is_set() and context.ok():
-            executor.spin_once(timeout_sec=0.05)
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
-    try:
-        yield node
-    finally:
-        stop.set()
-        thread.join(2.0)
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+    return make
 
 
 def _call(probe, srv_type, name: str, request):
@@ -107,7 +84,7 @@ def test_read_only_refused_with_reason_reloadable_takes_effect() -> None:
     chunks: list[float] = []
     statuses: list[str] = []
 
-    with spun_policy(card_path, joints), probe_node("param_probe") as probe:
+    with spun_node(_policy(card_path, joints)), probe_node("param_probe") as probe:
         probe.create_subscription(
             JointTrajectory,
             "ramp/action_chunk",
