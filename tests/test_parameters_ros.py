@@ -137,3 +137,33 @@ def test_read_only_refused_with_reason_reloadable_takes_effect() -> None:
         result = _set(probe, "max_input_age_s", _double(0.25))
         assert result.successful, result.reason
         wait_for(lambda: len(chunks) >= before + 3, 10.0, "chunks again after the change back")
+
+
+def test_chunk_executor_limits_are_read_only() -> None:
+    """``ros2 param set /chunk_executor max_velocity ...`` is refused (it used to report success
+    and change nothing)."""
+    from ramp_policy_node.chunk_executor_node import ChunkExecutorNode
+
+    limits = {
+        "joint_names": ["a", "b"],
+        "position_lower": [-1.0, -1.0],
+        "position_upper": [1.0, 1.0],
+        "max_velocity": [1.0, 1.0],
+        "max_acceleration": [5.0, 5.0],
+        "gripper_joints": [""],
+    }
+
+    def make(context: Context) -> Node:
+        overrides = [Parameter(k, value=v) for k, v in limits.items()]
+        return ChunkExecutorNode(NODE, context=context, parameter_overrides=overrides)
+
+    with spun_node(make), probe_node("param_probe") as probe:
+        value = ParameterValue(
+            type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=[9.0, 9.0]
+        )
+        result = _set(probe, "max_velocity", value)
+        assert not result.successful
+        assert "max_velocity" in result.reason and "read-only" in result.reason, result.reason
+        request = GetParameters.Request(names=["max_velocity"])
+        got = _call(probe, GetParameters, f"{NODE}/get_parameters", request)
+        assert list(got.values[0].double_array_value) == [1.0, 1.0]
