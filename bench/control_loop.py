@@ -41,7 +41,7 @@ HOME = np.array([0.0, 0.6, -0.9, 0.0, 0.5, 0.0, 0.04])
 
 def inference_load(model_dir: Path, stop: threading.Event) -> threading.Thread:
     """Runs both demo models back to back until ``stop`` (as the encoder and policy would)."""
-    from ramp_worldmodel_node.core.onnx_runtime import load_model
+    from ramp_models.onnx_runtime import load_model
 
     wm = load_model(str(model_dir / "world_model.yaml"), ["CPUExecutionProvider"])
     policy = load_model(str(model_dir / "policy.yaml"), ["CPUExecutionProvider"])

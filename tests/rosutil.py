@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import rclpy
@@ -134,29 +134,42 @@ def processes(log_dir: Path) -> Iterator[list[NodeProcess]]:
 
 
 @contextmanager
-def probe_node(name: str = "test_probe") -> Iterator[Node]:
-    """An rclpy node in its own context, spun on a background thread."""
+def spun_node(make: Callable[[Context], Node]) -> Iterator[Node]:
+    """The node ``make(context)`` builds in its own rclpy context, spun on a background thread;
+    closed (``close()`` when it has one) and destroyed on exit."""
     context = Context()
     rclpy.init(context=context)
-    node = rclpy.create_node(name, context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set() and context.ok():
-            executor.spin_once(timeout_sec=0.05)
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
+    node: Node | None = None
     try:
-        yield node
+        node = make(context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        stop = threading.Event()
+
+        def spin() -> None:
+            while not stop.is_set() and context.ok():
+                executor.spin_once(timeout_sec=0.05)
+
+        thread = threading.Thread(target=spin, daemon=True)
+        thread.start()
+        try:
+            yield node
+        finally:
+            stop.set()
+            thread.join(2.0)
+            executor.shutdown()
     finally:
-        stop.set()
-        thread.join(2.0)
-        executor.shutdown()
-        node.destroy_node()
+        if node is not None:
+            close = getattr(node, "close", None)
+            if callable(close):
+                close()
+            node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def probe_node(name: str = "test_probe") -> AbstractContextManager[Node]:
+    """An rclpy node in its own context, spun on a background thread."""
+    return spun_node(lambda context: rclpy.create_node(name, context=context))
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -30,9 +30,9 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ramp_common.qos import COMMAND_QOS, STATE_QOS
+from ramp_models.hot_swap import FileStamp, HotSwap, check_same_interface
+from ramp_models.model_card import ModelCard, ModelCardError
 from ramp_training.demo import DemoConfig, export_demo
-from ramp_worldmodel_node.core.hot_swap import FileStamp, HotSwap, check_same_interface
-from ramp_worldmodel_node.core.model_card import ModelCard, ModelCardError
 from tests.rosutil import SIM_CONFIG, probe_node, processes, start_sim_stack, wait_for
 from tests.test_chunk_execution_ros import Recorder, assert_no_jump
 

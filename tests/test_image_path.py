@@ -21,8 +21,8 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from ramp_common.conversions import image_to_numpy, numpy_to_image
 from ramp_worldmodel_node.core.camera_sources import resize_image
-from ramp_worldmodel_node.core.model_card import ImageSpec
-from ramp_worldmodel_node.core.preprocess import ImagePreprocessor
+from ramp_models.model_card import ImageSpec
+from ramp_models.preprocess import ImagePreprocessor
 
 preprocess = ImagePreprocessor(ImageSpec(height=96, width=96), ["front", "wrist"])
 

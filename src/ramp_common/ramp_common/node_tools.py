@@ -1,4 +1,4 @@
-"""Small helpers every node uses: parameter declaration with descriptions, log-once, main()."""
+"""Small helpers every node uses: path expansion, log-once, main() (parameters: ``params``)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
-
-
-def declare(node: Node, name: str, default: Any, description: str) -> Any:
-    """Declare a parameter with a description and return its value.
-
-    ``default`` may be a ``rclpy.Parameter.Type`` for a required parameter without a default
-    (e.g. ``Parameter.Type.STRING_ARRAY``); then a missing value raises ValueError naming it.
-    """
-    node.declare_parameter(name, default, ParameterDescriptor(description=description))
-    try:
-        return node.get_parameter(name).value
-    except ParameterUninitializedException:
-        raise ValueError(
-            f"{node.get_name()}: required parameter '{name}' is not set ({description})"
-        ) from None
 
 
 def expand_path(path: str) -> str:
@@ -59,20 +41,6 @@ class LogOnce:
         if key not in self._seen and self._node.context.ok():
             self._seen.add(key)
             self._node.get_logger().error(message + " (further occurrences are only counted)")
-
-
-def require_in(name: str, value: Any, allowed: Sequence[Any]) -> Any:
-    """Validate a parameter against allowed values; raise ValueError naming it."""
-    if value not in allowed:
-        raise ValueError(f"parameter {name}={value!r} must be one of {list(allowed)}")
-    return value
-
-
-def require_positive(name: str, value: float) -> float:
-    """Validate a strictly positive number; raise ValueError naming the parameter."""
-    if not value > 0:
-        raise ValueError(f"parameter {name}={value!r} must be > 0")
-    return value
 
 
 PARENT_PID_ENV = "RAMP_PARENT_PID"

@@ -1,4 +1,4 @@
-"""QoS profiles by meaning (DESIGN.md, "QoS by meaning").
+"""QoS profiles by meaning (docs/design.md, "Topics and services").
 
 - sensor data (camera frames, joint states from a bridge): best effort, keep last, small depth;
   a late frame is worth less than the next one.

@@ -22,16 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool, Trigger
 
 from ramp_common.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, NodeHealth, RateMeter
-from ramp_common.node_tools import declare, expand_path, require_positive, run_node
+from ramp_common.node_tools import expand_path, run_node
+from ramp_common.params import Param, ParamSet
 from ramp_common.qos import LATCHED_QOS
 from ramp_hilr_teleop.core.bag_writer import (
     TopicSpec,
@@ -42,8 +41,74 @@ from ramp_hilr_teleop.core.bag_writer import (
 from ramp_hilr_teleop.core.episode import EpisodeMetadata
 from ramp_hilr_teleop.core.recorder import EpisodeRecorder, RecorderConfig, RecorderError
 
-LABEL_PARAMS = ("output_dir", "robot", "operator")
-"""Parameters that may change between episodes (refused while recording)."""
+
+def topic_params(camera_names: list[str]) -> tuple[Param, ...]:
+    """The recorded-topics parameter; its default records these cameras."""
+    return (
+        Param(
+            "topics",
+            default_topics(camera_names),
+            "Recorded topics: 'topic' for the loop's topics, 'topic:pkg/msg/Type[:qos]' for "
+            "others (qos: sensor|state|command|latched|default); default: the loop's topics "
+            "with camera_names.",
+            type="string[]",
+        ),
+    )
+
+
+PARAMS: tuple[Param, ...] = (
+    Param(
+        "output_dir",
+        "~/ramp_episodes",
+        "Folder of episode bags (~ and $VARS expand); changes apply between episodes.",
+        reloadable=True,
+    ),
+    Param("camera_names", ["front", "wrist"], "Cameras: camera/<name>/image_raw.", type="string[]"),
+    *topic_params(["front", "wrist"]),
+    Param(
+        "robot",
+        "",
+        "Robot name stored with each episode; changes apply between episodes.",
+        reloadable=True,
+    ),
+    Param(
+        "operator",
+        "",
+        "Operator name stored with each episode; changes apply between episodes.",
+        reloadable=True,
+    ),
+    Param(
+        "min_free_disk_mb",
+        1024.0,
+        "Refuse to start, or end the episode cleanly, below this free disk space.",
+        unit="MB",
+    ),
+    Param(
+        "flush_interval_s",
+        1.0,
+        "Close the open MCAP chunk, flush the file and save episode.yaml this often.",
+        unit="s",
+        positive=True,
+    ),
+    Param(
+        "max_queue_mb",
+        512.0,
+        "Bound of the write queue; a message that does not fit is dropped and counted.",
+        unit="MB",
+        positive=True,
+    ),
+    Param("max_episode_duration_s", 0.0, "End an episode after this long (0 = never).", unit="s"),
+    Param(
+        "fsync",
+        False,
+        "fsync at every flush (survives power loss, not only a crash of the recorder).",
+    ),
+    Param(
+        "ros_distro",
+        "",
+        "Type store of the message definitions: humble | jazzy ('' = $ROS_DISTRO, else jazzy).",
+    ),
+)
 
 
 def subscription_qos(qos_class: str) -> QoSProfile:
@@ -81,38 +146,19 @@ class EpisodeRecorderNode(Node):
 
     def __init__(self, node_name: str = "episode_recorder", **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
-        output_dir = declare(
-            self, "output_dir", "~/ramp_episodes", "Folder of episode bags (~ and $VARS expand)."
-        )
-        cameras = list(
-            declare(self, "camera_names", ["front", "wrist"], "Cameras: camera/<name>/image_raw.")
-        )
-        topics = list(
-            declare(
-                self,
-                "topics",
-                default_topics(cameras),
-                "Recorded topics: 'topic' for the loop's topics, 'topic:pkg/msg/Type[:qos]' for "
-                "others (qos: sensor|state|command|latched|default).",
-            )
-        )
-        robot = declare(self, "robot", "", "Robot name stored with each episode.")
-        operator = declare(self, "operator", "", "Operator name stored with each episode.")
-        min_free = float(
-            declare(self, "min_free_disk_mb", 1024.0, "End the episode below this free MB.")
-        )
-        flush = require_positive(
-            "flush_interval_s",
-            declare(self, "flush_interval_s", 1.0, "Close an MCAP chunk and flush every N s."),
-        )
-        max_queue = require_positive(
-            "max_queue_mb", declare(self, "max_queue_mb", 512.0, "Write queue bound, MB.")
-        )
-        max_duration = float(
-            declare(self, "max_episode_duration_s", 0.0, "End an episode after N s (0 = never).")
-        )
-        fsync = bool(declare(self, "fsync", False, "fsync at every flush (power-loss safe)."))
-        distro = declare(self, "ros_distro", "", "Bag type store: humble|jazzy ('' = $ROS_DISTRO).")
+        first = [spec for spec in PARAMS if spec.name != "topics"]
+        self.params = p = ParamSet(self, first, on_change=self._on_label_change)
+        # the default topic list names the configured cameras
+        p.declare(topic_params(p["camera_names"]))
+        output_dir = p["output_dir"]
+        topics = list(p["topics"])
+        robot, operator = p["robot"], p["operator"]
+        min_free = float(p["min_free_disk_mb"])
+        flush = float(p["flush_interval_s"])
+        max_queue = float(p["max_queue_mb"])
+        max_duration = float(p["max_episode_duration_s"])
+        fsync = bool(p["fsync"])
+        distro = p["ros_distro"]
 
         specs = parse_topic_specs(topics)
         classes = {spec.topic: message_class(spec) for spec in specs}
@@ -153,7 +199,6 @@ class EpisodeRecorderNode(Node):
         self.create_service(
             Trigger, "ramp/episode/cancel", self._on_cancel, callback_group=services
         )
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diagnostics = DiagnosticsPublisher(self, self._health, 1.0, self._refresh_health)
         self.get_logger().info(
             f"recording {len(specs)} topics into {self._recorder.config.output_dir} on request"
@@ -244,22 +289,18 @@ class EpisodeRecorderNode(Node):
         logger = self.get_logger()
         {"info": logger.info, "warn": logger.warning}.get(level, logger.error)(text)
 
-    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        changes = {p.name: p.value for p in params if p.name in LABEL_PARAMS}
-        if not changes:
-            return SetParametersResult(successful=True)
+    def _on_label_change(self, name: str, value: Any) -> tuple[bool, str]:
+        """output_dir, robot, operator: between episodes only."""
         if self._recorder.status().recording:
-            return SetParametersResult(
-                successful=False, reason=f"{sorted(changes)} cannot change while recording"
-            )
+            return False, f"parameter {name} cannot change while recording"
         config = self._recorder.config
-        if "output_dir" in changes:
-            config.output_dir = Path(expand_path(str(changes["output_dir"])))
-        if "robot" in changes:
-            config.robot = str(changes["robot"])
-        if "operator" in changes:
-            config.operator = str(changes["operator"])
-        return SetParametersResult(successful=True)
+        if name == "output_dir":
+            config.output_dir = Path(expand_path(str(value)))
+        elif name == "robot":
+            config.robot = str(value)
+        elif name == "operator":
+            config.operator = str(value)
+        return True, f"{name} = {value!r} from the next episode"
 
     def _refresh_health(self) -> None:
         st = self._recorder.status()

@@ -23,7 +23,6 @@ import threading
 import time
 from typing import Any
 
-from rclpy import Parameter
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
@@ -38,8 +37,8 @@ from ramp_common.conversions import (
     stamp_to_sec,
 )
 from ramp_common.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, NodeHealth
-from ramp_common.limits import JointLimits
-from ramp_common.node_tools import LogOnce, declare, require_positive, run_node
+from ramp_common.node_tools import LogOnce, run_node
+from ramp_common.params import Param, ParamSet, joint_limit_params, joint_limits
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from ramp_common.rate_loop import RateLoop
 from ramp_hilr_teleop.core.arbiter import (
@@ -55,51 +54,43 @@ RESET_RETRY_S = 1.0
 """A pending executor reset call is repeated after this long without an answer."""
 
 
+PARAMS: tuple[Param, ...] = (
+    Param("joint_names", None, "Joint order.", type="string[]"),
+    *joint_limit_params(),
+    Param("control_rate_hz", 200.0, "Output rate of joint_command.", unit="Hz", positive=True),
+    Param("blend_time_s", 0.5, "Cosine blend at every handover (0 = none).", unit="s", low=0.0),
+    Param(
+        "auto_takeover_threshold",
+        0.0,
+        "Operator command moving this far from its synced pose takes over (0 = off).",
+        unit="rad / m",
+        low=0.0,
+    ),
+    Param(
+        "source_timeout_s", 0.2, "Active source silent this long -> hold.", unit="s", positive=True
+    ),
+    Param("joy_takeover_button", 0, "ramp/operator_joy button: take over."),
+    Param("joy_handback_button", 1, "ramp/operator_joy button: hand back."),
+    Param("joy_pause_button", 2, "ramp/operator_joy button: pause/resume (-1 = off)."),
+)
+
+
 class InterventionArbiterNode(Node):
     """Chooses the source of ``joint_command`` (see the module docstring)."""
 
     def __init__(self, node_name: str = "intervention_arbiter", **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
-        names = list(declare(self, "joint_names", Parameter.Type.STRING_ARRAY, "Joint order."))
-        limits = JointLimits.from_lists(
-            names,
-            declare(self, "position_lower", Parameter.Type.DOUBLE_ARRAY, "Lower limits, rad/m."),
-            declare(self, "position_upper", Parameter.Type.DOUBLE_ARRAY, "Upper limits, rad/m."),
-            declare(self, "max_velocity", Parameter.Type.DOUBLE_ARRAY, "Speed limits, rad/s."),
-            declare(self, "max_acceleration", Parameter.Type.DOUBLE_ARRAY, "Accel. limits."),
-        )
-        rate = require_positive(
-            "control_rate_hz",
-            declare(self, "control_rate_hz", 200.0, "Output rate of joint_command, Hz."),
-        )
-        blend_time = float(
-            declare(self, "blend_time_s", 0.5, "Cosine blend at every handover, s (0 = none).")
-        )
-        threshold = float(
-            declare(
-                self,
-                "auto_takeover_threshold",
-                0.0,
-                "Operator command moving this far from its synced pose takes over, rad/m "
-                "(0 = off).",
-            )
-        )
-        timeout = require_positive(
-            "source_timeout_s",
-            declare(self, "source_timeout_s", 0.2, "Active source silent this long -> hold, s."),
-        )
+        self.params = p = ParamSet(self, PARAMS)
+        names = list(p["joint_names"])
+        limits = joint_limits(p, names)
+        rate = float(p["control_rate_hz"])
+        blend_time = float(p["blend_time_s"])
+        threshold = float(p["auto_takeover_threshold"])
+        timeout = float(p["source_timeout_s"])
         self._buttons = {
-            "takeover": int(
-                declare(self, "joy_takeover_button", 0, "ramp/operator_joy button: take over.")
-            ),
-            "handback": int(
-                declare(self, "joy_handback_button", 1, "ramp/operator_joy button: hand back.")
-            ),
-            "pause": int(
-                declare(
-                    self, "joy_pause_button", 2, "ramp/operator_joy button: pause/resume (-1 off)."
-                )
-            ),
+            "takeover": int(p["joy_takeover_button"]),
+            "handback": int(p["joy_handback_button"]),
+            "pause": int(p["joy_pause_button"]),
         }
         self._names = names
         self._arbiter = InterventionArbiter(

@@ -28,9 +28,9 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from rclpy import Parameter
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
@@ -40,7 +40,8 @@ from std_srvs.srv import SetBool, Trigger
 from ramp_common.conversions import MessageError, joint_state_positions, sec_to_stamp
 from ramp_common.diagnostics import OK, WARN, DiagnosticsPublisher, NodeHealth, RateMeter
 from ramp_common.limits import JointLimits
-from ramp_common.node_tools import LogOnce, declare, require_in, require_positive, run_node
+from ramp_common.node_tools import LogOnce, run_node
+from ramp_common.params import Param, ParamSet, joint_limit_params, joint_limits
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from ramp_common.rate_loop import RateLoop
 from ramp_hilr_teleop.core.keyboard import TerminalKeys, action_for_key, help_text
@@ -67,75 +68,84 @@ SERVICE_ACTIONS: dict[str, tuple[type, str, bool | None]] = {
 }
 
 
+COMMON_PARAMS: tuple[Param, ...] = (
+    Param("mode", "leader", "Operator device.", choices=MODES),
+    Param("rate_hz", 100.0, "ramp/operator_command rate.", unit="Hz", positive=True),
+    Param(
+        "input_timeout_s", 0.2, "Device silent this long -> no command.", unit="s", positive=True
+    ),
+    Param("keyboard", True, "Read operator keys when stdin is a terminal."),
+    Param("forward_joy", True, "Republish joy on ramp/operator_joy (buttons)."),
+)
+ROBOT_PARAMS: tuple[Param, ...] = (
+    Param("joint_names", None, "Robot joint order (leader and joy modes).", type="string[]"),
+    *joint_limit_params(),
+)
+JOY_PARAMS: tuple[Param, ...] = (
+    Param("joy_jog_axis", 1, "joy mode: joy axis that jogs."),
+    Param("joy_next_joint_button", 5, "joy mode: joy button, next joint."),
+    Param("joy_previous_joint_button", 4, "joy mode: joy button, previous joint."),
+    Param("joy_deadzone", 0.1, "joy mode: joy axis deadzone.", low=0.0, high=1.0),
+    Param(
+        "jog_speed",
+        0.25,
+        "joy mode: jog speed at full deflection, as a fraction of the velocity limit.",
+        positive=True,
+    ),
+)
+
+
+def leader_params(joint_names: Sequence[str]) -> tuple[Param, ...]:
+    """Leader mode: the leader-to-robot mapping, defaults for these robot joints."""
+    n = len(joint_names)
+    return (
+        Param(
+            "leader_joint_names",
+            list(joint_names),
+            "leader mode: leader joint mirrored onto each robot joint ('' = none; "
+            "default: joint_names).",
+            type="string[]",
+        ),
+        Param(
+            "scale",
+            [1.0] * n,
+            "leader mode: robot = offset + scale * leader (default: 1 per joint).",
+            type="double[]",
+        ),
+        Param(
+            "offset",
+            [0.0] * n,
+            "leader mode: robot = offset + scale * leader (default: 0 per joint).",
+            unit="rad / m",
+            type="double[]",
+        ),
+    )
+
+
+PARAMS: tuple[Param, ...] = (*COMMON_PARAMS, *ROBOT_PARAMS, *leader_params(()), *JOY_PARAMS)
+"""Every parameter (the ones a mode does not use are not declared)."""
+
+
 class TeleopNode(Node):
     """Operator input node (see the module docstring)."""
 
     def __init__(self, node_name: str = "teleop_node", **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
-        mode = require_in(
-            "mode", declare(self, "mode", "leader", f"Operator device: {list(MODES)}."), MODES
-        )
-        rate = require_positive(
-            "rate_hz", declare(self, "rate_hz", 100.0, "ramp/operator_command rate, Hz.")
-        )
-        input_timeout = require_positive(
-            "input_timeout_s",
-            declare(self, "input_timeout_s", 0.2, "Device silent this long -> no command, s."),
-        )
-        use_keyboard = bool(
-            declare(self, "keyboard", True, "Read operator keys when stdin is a terminal.")
-        )
-        forward_joy = bool(
-            declare(self, "forward_joy", True, "Republish joy on ramp/operator_joy (buttons).")
-        )
+        self.params = p = ParamSet(self, COMMON_PARAMS)
+        mode = p["mode"]
+        rate = float(p["rate_hz"])
+        input_timeout = float(p["input_timeout_s"])
+        use_keyboard = bool(p["keyboard"])
+        forward_joy = bool(p["forward_joy"])
         self._mode = mode
         self._period = 1.0 / rate
         self._names: list[str] = []
         self._leader: LeaderTeleop | None = None
         self._jog: JogTeleop | None = None
-        if mode != "keyboard_only":
-            self._names = list(
-                declare(self, "joint_names", Parameter.Type.STRING_ARRAY, "Robot joint order.")
-            )
-            limits = JointLimits.from_lists(
-                self._names,
-                declare(self, "position_lower", Parameter.Type.DOUBLE_ARRAY, "Lower limits."),
-                declare(self, "position_upper", Parameter.Type.DOUBLE_ARRAY, "Upper limits."),
-                declare(self, "max_velocity", Parameter.Type.DOUBLE_ARRAY, "Speed limits."),
-                declare(self, "max_acceleration", Parameter.Type.DOUBLE_ARRAY, "Accel. limits."),
-            )
-            n = len(self._names)
-            if mode == "leader":
-                mapping = LeaderMapping.from_params(
-                    self._names,
-                    declare(
-                        self,
-                        "leader_joint_names",
-                        list(self._names),
-                        "Leader joint mirrored onto each robot joint ('' = none).",
-                    ),
-                    declare(self, "scale", [1.0] * n, "robot = offset + scale * leader."),
-                    declare(self, "offset", [0.0] * n, "robot = offset + scale * leader, rad/m."),
-                )
-                self._leader = LeaderTeleop(mapping, input_timeout, limits)
-            else:
-                jog_mapping = JogMapping(
-                    jog_axis=int(declare(self, "joy_jog_axis", 1, "Joy axis that jogs.")),
-                    next_joint_button=int(
-                        declare(self, "joy_next_joint_button", 5, "Joy button: next joint.")
-                    ),
-                    previous_joint_button=int(
-                        declare(self, "joy_previous_joint_button", 4, "Joy button: prev. joint.")
-                    ),
-                    deadzone=float(declare(self, "joy_deadzone", 0.1, "Joy axis deadzone.")),
-                )
-                speed = float(
-                    declare(
-                        self, "jog_speed", 0.25, "Jog speed at full deflection, x velocity limit."
-                    )
-                )
-                self._jog = JogTeleop(limits, jog_mapping, speed, input_timeout)
-
+        if mode == "leader":
+            self._leader = self._make_leader(input_timeout)
+        elif mode == "joy":
+            self._jog = self._make_jog(input_timeout)
         self._health = NodeHealth()
         self._health.set_value("mode", mode)
         self._log_once = LogOnce(self)
@@ -184,6 +194,33 @@ class TeleopNode(Node):
         self._diag = DiagnosticsPublisher(self, self._health, refresh=self._update_health)
         keys = "on" if self._keys_thread else "off (stdin is not a terminal or keyboard:=false)"
         self.get_logger().info(f"teleop mode {mode} at {rate} Hz; keyboard {keys}")
+
+    def _robot_limits(self) -> JointLimits:
+        """Declare the robot's joints and limits (leader and joy modes)."""
+        self.params.declare(ROBOT_PARAMS)
+        self._names = list(self.params["joint_names"])
+        return joint_limits(self.params, self._names)
+
+    def _make_leader(self, input_timeout: float) -> LeaderTeleop:
+        limits = self._robot_limits()
+        self.params.declare(leader_params(self._names))
+        p = self.params
+        mapping = LeaderMapping.from_params(
+            self._names, p["leader_joint_names"], p["scale"], p["offset"]
+        )
+        return LeaderTeleop(mapping, input_timeout, limits)
+
+    def _make_jog(self, input_timeout: float) -> JogTeleop:
+        limits = self._robot_limits()
+        self.params.declare(JOY_PARAMS)
+        p = self.params
+        jog_mapping = JogMapping(
+            jog_axis=int(p["joy_jog_axis"]),
+            next_joint_button=int(p["joy_next_joint_button"]),
+            previous_joint_button=int(p["joy_previous_joint_button"]),
+            deadzone=float(p["joy_deadzone"]),
+        )
+        return JogTeleop(limits, jog_mapping, float(p["jog_speed"]), input_timeout)
 
     # ------------------------------------------------------------------ inputs
 

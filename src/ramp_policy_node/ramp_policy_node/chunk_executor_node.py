@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rclpy import Parameter
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -32,13 +31,49 @@ from ramp_common.conversions import (
     trajectory_to_numpy,
 )
 from ramp_common.diagnostics import OK, WARN, DiagnosticsPublisher, NodeHealth
-from ramp_common.limits import JointLimits
-from ramp_common.node_tools import LogOnce, declare, require_in, require_positive, run_node
+from ramp_common.node_tools import LogOnce, run_node
+from ramp_common.params import Param, ParamSet, joint_limit_params, joint_limits
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from ramp_common.rate_loop import RateLoop
 from ramp_policy_node.core.chunk import ActionChunk
 from ramp_policy_node.core.executor import GRIPPER_MODES, ChunkExecutor
 from ramp_policy_node.core.splice import SPLICE_STRATEGIES as STRATEGIES
+
+PARAMS: tuple[Param, ...] = (
+    Param("joint_names", None, "Joint order.", type="string[]"),
+    *joint_limit_params(),
+    Param("control_rate_hz", 200.0, "Control rate.", unit="Hz", positive=True),
+    Param("strategy", "replace", "Chunk splicing strategy.", choices=tuple(STRATEGIES)),
+    Param("gripper_joints", ["gripper"], "Joints never blended (open/close).", type="string[]"),
+    Param(
+        "watchdog_timeout_s",
+        0.5,
+        "No fresh chunk for this long -> decelerate and hold.",
+        unit="s",
+        positive=True,
+    ),
+    Param("crossfade_steps", 10, "crossfade: length of the blend.", unit="chunk steps", low=1),
+    Param(
+        "ensemble_decay", 0.1, "ensemble: weight exp(-decay * i) of the i-th oldest chunk.", low=0.0
+    ),
+    Param(
+        "inference_delay_s",
+        0.05,
+        "rtc: committed prefix of the old chunk; set to the measured inference latency.",
+        unit="s",
+        low=0.0,
+    ),
+    Param(
+        "ramp_in_velocity_scale",
+        0.5,
+        "Velocity-limit scale while ramping in from the measured pose (start, e-stop "
+        "release, handover).",
+        positive=True,
+        high=1.0,
+    ),
+    Param("gripper_mode", "switch", "Gripper at a splice: switch or blend.", choices=GRIPPER_MODES),
+    Param("command_topic", "joint_command", "Where per-tick commands are published."),
+)
 
 
 class ChunkExecutorNode(Node):
@@ -46,62 +81,22 @@ class ChunkExecutorNode(Node):
 
     def __init__(self, node_name: str = "chunk_executor", **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
-        names = list(declare(self, "joint_names", Parameter.Type.STRING_ARRAY, "Joint order."))
-        limits = JointLimits.from_lists(
-            names,
-            declare(self, "position_lower", Parameter.Type.DOUBLE_ARRAY, "Lower limits, rad/m."),
-            declare(self, "position_upper", Parameter.Type.DOUBLE_ARRAY, "Upper limits, rad/m."),
-            declare(self, "max_velocity", Parameter.Type.DOUBLE_ARRAY, "Speed limits, rad/s."),
-            declare(self, "max_acceleration", Parameter.Type.DOUBLE_ARRAY, "Accel. limits."),
-        )
-        rate = require_positive(
-            "control_rate_hz", declare(self, "control_rate_hz", 200.0, "Control rate, Hz.")
-        )
-        strategy = require_in(
-            "strategy",
-            declare(self, "strategy", "replace", f"Chunk splicing strategy: {STRATEGIES}."),
-            STRATEGIES,
-        )
-        grippers = list(
-            declare(self, "gripper_joints", ["gripper"], "Joints never blended (open/close).")
-        )
+        self.params = p = ParamSet(self, PARAMS)
+        names = list(p["joint_names"])
+        limits = joint_limits(p, names)
+        rate = float(p["control_rate_hz"])
+        strategy = p["strategy"]
+        grippers = list(p["gripper_joints"])
         unknown = [g for g in grippers if g and g not in names]
         if unknown:
             raise ValueError(f"gripper_joints {unknown} are not in joint_names {names}")
-        watchdog = require_positive(
-            "watchdog_timeout_s",
-            declare(self, "watchdog_timeout_s", 0.5, "No fresh chunk for this long -> hold (s)."),
-        )
-        crossfade_steps = declare(
-            self, "crossfade_steps", 10, "crossfade: length of the blend, in chunk steps."
-        )
-        ensemble_decay = declare(
-            self,
-            "ensemble_decay",
-            0.1,
-            "ensemble: weight exp(-decay * i) of the i-th oldest chunk.",
-        )
-        inference_delay_s = declare(
-            self,
-            "inference_delay_s",
-            0.05,
-            "rtc: committed prefix of the old chunk (s); set to the measured inference latency.",
-        )
-        ramp_in_scale = declare(
-            self,
-            "ramp_in_velocity_scale",
-            0.5,
-            "Velocity-limit scale while ramping in from the measured pose (start, e-stop "
-            "release, handover).",
-        )
-        gripper_mode = require_in(
-            "gripper_mode",
-            declare(self, "gripper_mode", "switch", "Gripper at a splice: switch or blend."),
-            GRIPPER_MODES,
-        )
-        command_topic = declare(
-            self, "command_topic", "joint_command", "Where per-tick commands are published."
-        )
+        watchdog = float(p["watchdog_timeout_s"])
+        crossfade_steps = p["crossfade_steps"]
+        ensemble_decay = p["ensemble_decay"]
+        inference_delay_s = p["inference_delay_s"]
+        ramp_in_scale = p["ramp_in_velocity_scale"]
+        gripper_mode = p["gripper_mode"]
+        command_topic = p["command_topic"]
         self._names = names
         self._executor = ChunkExecutor(
             limits,

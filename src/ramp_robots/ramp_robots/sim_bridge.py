@@ -23,43 +23,23 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import asdict
+from collections.abc import Sequence
 from typing import Any
 
-from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
-from std_srvs.srv import SetBool, Trigger
+from std_srvs.srv import Trigger
 
-from ramp_common.conversions import (
-    MessageError,
-    joint_state_positions,
-    make_joint_state,
-    numpy_to_image,
-    sec_to_stamp,
-    stamp_to_sec,
-)
-from ramp_common.diagnostics import (
-    ERROR,
-    OK,
-    WARN,
-    DiagnosticsPublisher,
-    LatencyStats,
-    NodeHealth,
-    RateMeter,
-)
-from ramp_common.limits import JointLimits
-from ramp_common.node_tools import LogOnce, declare, expand_path, require_positive, run_node
-from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATE_QOS
+from ramp_common.conversions import make_joint_state, numpy_to_image, sec_to_stamp
+from ramp_common.diagnostics import LatencyStats, NodeHealth, RateMeter
+from ramp_common.node_tools import expand_path, run_node
+from ramp_common.params import Param
+from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from ramp_common.rate_loop import RateLoop
-from ramp_robots.core.safety import SafetyFilter
+from ramp_robots.bridge_node import RobotBridgeNode, bridge_params
+from ramp_robots.core.piper_driver import PIPER_BRIDGE_LIMITS
 from ramp_robots.core.sim import PUBLIC_JOINTS, MujocoSimDriver, PhysicsStats
 
-DEFAULT_LOWER = [-2.618, 0.0, -2.967, -1.745, -1.22, -2.0944, 0.0]
-DEFAULT_UPPER = [2.618, 3.14, 0.0, 1.745, 1.22, 2.0944, 0.07]
-DEFAULT_MAX_VELOCITY = [2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 0.2]
-DEFAULT_MAX_ACCELERATION = [15.0, 15.0, 15.0, 20.0, 20.0, 20.0, 2.0]
 TASK_CHECK_PERIOD_S = 0.05
 """How often the task-success flag is evaluated."""
 RENDER_NICENESS = 0
@@ -68,91 +48,83 @@ the render thread holds the GIL while it builds the scene, so a lower priority s
 other thread of this process under CPU contention (seen: joint_states at 6 Hz, renders of 3 s)."""
 
 
-class SimBridgeNode(Node):
+class SimBridgeNode(RobotBridgeNode):
     """Runs the simulated arm and bridges it to ROS (see the module docstring)."""
+
+    DEFAULT_JOINTS = tuple(PUBLIC_JOINTS)
+    CONTROL_LOOP_KEY = "state_loop"
+
+    @classmethod
+    def params_for(cls, joint_names: Sequence[str]) -> tuple[Param, ...]:
+        return (
+            *bridge_params(joint_names, "Joint order.", **PIPER_BRIDGE_LIMITS),
+            Param("mjcf", "", "MuJoCo scene file; '' = the one shipped with the package."),
+            Param("physics_dt", 0.002, "Physics time step.", unit="s", positive=True),
+            Param(
+                "state_rate_hz", 200.0, "joint_states and control rate.", unit="Hz", positive=True
+            ),
+            Param("camera_names", ["front", "wrist"], "Cameras to publish.", type="string[]"),
+            Param("camera_rate_hz", 30.0, "Camera frame rate.", unit="Hz", positive=True),
+            Param("camera_width", 320, "Camera image width.", unit="px", low=1),
+            Param("camera_height", 240, "Camera image height.", unit="px", low=1),
+            Param("seed", 0, "Seed of the first reset; +1 per reset."),
+        )
 
     def __init__(self, node_name: str = "sim_bridge", **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
-        names = list(declare(self, "joint_names", list(PUBLIC_JOINTS), "Joint order."))
-        limits = JointLimits.from_lists(
-            names,
-            declare(self, "position_lower", DEFAULT_LOWER, "Lower position limits, rad / m."),
-            declare(self, "position_upper", DEFAULT_UPPER, "Upper position limits, rad / m."),
-            declare(self, "max_velocity", DEFAULT_MAX_VELOCITY, "Speed limits, rad/s / m/s."),
-            declare(self, "max_acceleration", DEFAULT_MAX_ACCELERATION, "Accel. limits, rad/s^2."),
+        self._cameras = [c for c in self.params["camera_names"] if c]
+        self._driver = self._make_driver()
+        self._warn_if_limits_exceed_model()
+        state_rate = float(self.params["state_rate_hz"])
+        group = self._open_safety_io(1.0 / state_rate)
+        self._open_sim_io(group)
+        self._start_loops(state_rate, float(self.params["camera_rate_hz"]))
+        self._start_diagnostics()
+        self.get_logger().info(
+            f"simulating {self._driver.mjcf_path.name} at dt={self.params['physics_dt']} s; "
+            f"joint_states at {state_rate} Hz; cameras {self._cameras} "
+            f"{self.params['camera_width']}x{self.params['camera_height']} at "
+            f"{self.params['camera_rate_hz']} Hz"
         )
-        mjcf = declare(
-            self, "mjcf", "", "MuJoCo scene file; '' = the one shipped with the package."
-        )
-        physics_dt = require_positive(
-            "physics_dt", declare(self, "physics_dt", 0.002, "Physics time step, s.")
-        )
-        state_rate = require_positive(
-            "state_rate_hz",
-            declare(self, "state_rate_hz", 200.0, "joint_states and control rate, Hz."),
-        )
-        cameras = list(declare(self, "camera_names", ["front", "wrist"], "Cameras to publish."))
-        camera_rate = require_positive(
-            "camera_rate_hz", declare(self, "camera_rate_hz", 30.0, "Camera frame rate, Hz.")
-        )
-        width = int(declare(self, "camera_width", 320, "Camera image width, px."))
-        height = int(declare(self, "camera_height", 240, "Camera image height, px."))
-        timeout = require_positive(
-            "command_timeout_s",
-            declare(
-                self, "command_timeout_s", 0.5, "No fresh joint_command for this long -> hold (s)."
-            ),
-        )
-        self._seed = int(declare(self, "seed", 0, "Seed of the first reset; +1 per reset."))
 
-        self._names = names
-        self._cameras = [c for c in cameras if c]
-        self._driver = MujocoSimDriver(
+    def _make_driver(self) -> MujocoSimDriver:
+        mjcf = self.params["mjcf"]
+        return MujocoSimDriver(
             mjcf_path=expand_path(mjcf) if mjcf else None,
-            physics_dt=physics_dt,
+            physics_dt=float(self.params["physics_dt"]),
             camera_names=self._cameras,
-            camera_width=width,
-            camera_height=height,
-            joint_names=names,
+            camera_width=int(self.params["camera_width"]),
+            camera_height=int(self.params["camera_height"]),
+            joint_names=self._names,
         )
-        self._warn_if_limits_exceed_model(limits)
-        self._safety = SafetyFilter(limits, 1.0 / state_rate, command_timeout_s=timeout)
+
+    def _open_sim_io(self, group: Any) -> None:
+        """Simulator topics and services: cameras, task success, sent command, reset."""
+        self._seed = int(self.params["seed"])
         self._resets = 1  # the start-up reset below uses ``seed``
         self._reset_lock = threading.Lock()
-
-        self._health = NodeHealth()
-        self._health.set_status(OK, "starting")
-        self._log_once = LogOnce(self)
         self._state_rate = RateMeter()
         self._render_rate = RateMeter()
         self._render_time = LatencyStats()
         self._last_physics: PhysicsStats | None = None
-
-        group = ReentrantCallbackGroup()
-        self._state_pub = self.create_publisher(JointState, "joint_states", STATE_QOS)
         self._image_pubs = {
             cam: self.create_publisher(Image, f"sim/camera/{cam}/image_raw", SENSOR_QOS)
             for cam in self._cameras
         }
         self._success_pub = self.create_publisher(Bool, "sim/task_success", LATCHED_QOS)
-        self._estop_pub = self.create_publisher(Bool, "ramp/estop_active", LATCHED_QOS)
         self._sent_pub = self.create_publisher(JointState, "ramp/sent_command", COMMAND_QOS)
-        self.create_subscription(
-            JointState, "joint_command", self._on_command, COMMAND_QOS, callback_group=group
-        )
         self.create_service(Trigger, "sim/reset", self._on_reset, callback_group=group)
-        self.create_service(SetBool, "ramp/estop", self._on_estop, callback_group=group)
-
         self._driver.reset(self._seed)
         self._success: bool | None = None
         self._publish_success(self._driver.task_success())
-        self._estop_pub.publish(Bool(data=False))
 
+    def _start_loops(self, state_rate: float, camera_rate: float) -> None:
+        """Warm the renderer up, start the physics, then the state and render loops."""
         if self._cameras:
             self._warm_up_renderer()
         self._driver.connect()
         self._next_task_check = 0.0
-        self._state_loop = RateLoop(1.0 / state_rate, self._state_tick, name="sim_bridge_state")
+        self._control_loop = RateLoop(1.0 / state_rate, self._state_tick, name="sim_bridge_state")
         self._render_loop = (
             RateLoop(1.0 / camera_rate, self._render_tick, name="sim_bridge_render")
             if self._cameras
@@ -160,14 +132,9 @@ class SimBridgeNode(Node):
         )
         self._closed = False
         self._render_reniced = False
-        self._state_loop.start()
+        self._control_loop.start()
         if self._render_loop is not None:
             self._render_loop.start()
-        self._diag = DiagnosticsPublisher(self, self._health, refresh=self._update_health)
-        self.get_logger().info(
-            f"simulating {self._driver.mjcf_path.name} at dt={physics_dt} s; joint_states at "
-            f"{state_rate} Hz; cameras {self._cameras} {width}x{height} at {camera_rate} Hz"
-        )
 
     def _warm_up_renderer(self) -> None:
         """Render once before physics starts, on a short-lived thread at render priority.
@@ -191,33 +158,16 @@ class SimBridgeNode(Node):
         if failure:
             raise failure[0]
 
-    def _warn_if_limits_exceed_model(self, limits: JointLimits) -> None:
+    def _warn_if_limits_exceed_model(self) -> None:
         lower, upper = self._driver.joint_ranges()
-        outside = [
-            name
-            for i, name in enumerate(self._names)
-            if limits.lower[i] < lower[i] - 1e-9 or limits.upper[i] > upper[i] + 1e-9
-        ]
-        if outside:
-            self.get_logger().warning(
-                f"configured position limits of {outside} reach beyond the simulated joints' "
-                f"ranges {dict(zip(self._names, zip(lower, upper, strict=True), strict=True))}"
-            )
+        self._warn_if_limits_exceed(
+            lower,
+            upper,
+            "the simulated joints' ranges",
+            lambda _outside: dict(zip(self._names, zip(lower, upper, strict=True), strict=True)),
+        )
 
     # ------------------------------------------------------------------ callbacks
-
-    def _on_command(self, msg: JointState) -> None:
-        try:
-            target = joint_state_positions(msg, self._names)
-        except MessageError as exc:
-            self._health.count("commands_malformed")
-            self._log_once.warn("malformed", f"dropping joint_command: {exc}")
-            return
-        sent_at = stamp_to_sec(msg.header.stamp)
-        reason = self._safety.command(target, time.monotonic(), sent_at=sent_at or None)
-        if reason is not None:
-            self._health.count("commands_rejected")
-            self._log_once.warn(f"rejected-{reason[:24]}", f"rejecting joint_command: {reason}")
 
     def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._reset_lock:
@@ -235,18 +185,6 @@ class SimBridgeNode(Node):
         self.get_logger().info(response.message)
         return response
 
-    def _on_estop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        if request.data:
-            self._safety.engage_estop()
-            self.get_logger().warning("e-stop ENGAGED: holding, commands are rejected")
-        else:
-            self._safety.release_estop()
-            self.get_logger().warning("e-stop released: holding until a new joint_command")
-        self._estop_pub.publish(Bool(data=bool(request.data)))
-        response.success = True
-        response.message = "e-stop engaged" if request.data else "e-stop released"
-        return response
-
     # ------------------------------------------------------------------ loops
 
     def _state_tick(self, _now_wall: float) -> None:
@@ -258,15 +196,7 @@ class SimBridgeNode(Node):
             self._driver.send(sent)
         # what actually went to the robot after the safety filter (the recorder keeps it)
         self._sent_pub.publish(make_joint_state(self._names, sent, sec_to_stamp(time.time())))
-        self._state_pub.publish(
-            make_joint_state(
-                self._names,
-                state.positions,
-                sec_to_stamp(state.stamp),
-                state.velocities,
-                state.efforts,
-            )
-        )
+        self._publish_state(state)
         self._state_rate.tick()
         now = time.monotonic()
         if now >= self._next_task_check:
@@ -292,8 +222,7 @@ class SimBridgeNode(Node):
 
     # ------------------------------------------------------------------ diagnostics
 
-    def _update_health(self) -> None:
-        health = self._health
+    def _driver_health(self, health: NodeHealth) -> None:
         health.set_value("state_rate_hz", self._state_rate.rate_hz())
         health.set_value("camera_rate_hz", self._render_rate.rate_hz())
         for key, value in self._render_time.percentiles_ms().items():
@@ -306,37 +235,14 @@ class SimBridgeNode(Node):
         self._last_physics = physics
         health.set_value("physics_overruns", physics.overruns)
         health.set_value("physics_late_steps", physics.late_steps)
-        counters = self._safety.counters
-        for key, value in asdict(counters).items():
-            health.set_value(f"safety_{key}", value)
-        health.set_value("safety_mode", self._safety.mode.value)
-        health.set_value("estop", self._safety.estop_engaged)
         health.set_value("task_success", bool(self._success))
-        for key, value in self._state_loop.jitter.percentiles_ms().items():
-            health.set_value(f"state_loop_jitter_ms_{key}", value)
-        health.set_value("state_loop_overruns", self._state_loop.overruns)
-        loops = {"state loop": self._state_loop, "render loop": self._render_loop}
-        errors = [
-            f"{label}: {loop.errors} errors, last: {loop.last_error}"
-            for label, loop in loops.items()
-            if loop is not None and loop.errors
-        ]
-        for label, loop in loops.items():
-            if loop is not None and loop.errors:
-                self._log_once.error(label, f"{label} failed: {loop.last_error}")
-        if errors:
-            health.set_status(ERROR, "; ".join(errors))
-        elif self._safety.estop_engaged:
-            health.set_status(WARN, "e-stop engaged")
-        else:
-            health.set_status(OK, self._safety.mode.value)
 
-    def close(self) -> None:
-        """Stop both loops and the physics (called on shutdown; safe twice)."""
-        if self._closed:
-            return
-        self._closed = True
-        stopped = self._state_loop.stop()
+    def _loops(self) -> dict[str, RateLoop | None]:
+        return {"state loop": self._control_loop, "render loop": self._render_loop}
+
+    def _stop(self) -> None:
+        """Stop both loops, then the physics unless a loop is still inside it."""
+        stopped = self._control_loop.stop() if self._control_loop is not None else True
         if self._render_loop is not None:
             stopped = self._render_loop.stop() and stopped
         if stopped:
@@ -352,6 +258,10 @@ def _lower_thread_priority(niceness: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
     except (OSError, AttributeError):
         pass
+
+
+PARAMS: tuple[Param, ...] = SimBridgeNode.params_for(SimBridgeNode.DEFAULT_JOINTS)
+"""Every parameter, with the defaults for the default joints (docs/parameters.md)."""
 
 
 def main(args: list[str] | None = None) -> int:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ramp_worldmodel_node.core.model_card import ModelCard, ModelCardError, check_compatible
-from ramp_worldmodel_node.core.onnx_runtime import CPU, LoadedModel, load_model
+from ramp_models.model_card import ModelCard, ModelCardError, check_compatible
+from ramp_models.onnx_runtime import CPU, LoadedModel, load_model
 
 
 def _positive_int(text: str) -> int:

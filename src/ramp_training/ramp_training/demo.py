@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ramp_models.model_card import ChunkSpec, ImageSpec
+from ramp_models.onnx_runtime import CPU, LoadedModel, load_model
+from ramp_models.preprocess import ImagePreprocessor
 from ramp_training.export import CardFields, export_onnx
 from ramp_training.models import ChunkPolicy, WorldModelEncoder
-from ramp_worldmodel_node.core.model_card import ChunkSpec, ImageSpec
-from ramp_worldmodel_node.core.onnx_runtime import CPU, LoadedModel, load_model
-from ramp_worldmodel_node.core.preprocess import ImagePreprocessor
 
 PIPER_JOINTS = ("joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper")
 PIPER_LOWER = np.array([-2.618, 0.0, -2.967, -1.745, -1.22, -2.0944, 0.0])

@@ -118,7 +118,7 @@ def eval_seeds(episodes: int, offset: int = 0) -> list[int]:
 
 
 def _model_ids(world_model_card: Path | None, policy_card: Path) -> dict[str, str]:
-    from ramp_worldmodel_node.core.model_card import ModelCard
+    from ramp_models.model_card import ModelCard
 
     ids = {"policy": ModelCard.load(policy_card).model_id}
     if world_model_card is not None:
@@ -183,8 +183,8 @@ def _evaluate_sim(
     max_duration_s: float,
     report: Callable[[EpisodeOutcome], None],
 ) -> None:
+    from ramp_models.onnx_runtime import load_model
     from ramp_training.simloop import OnnxPolicySource, SimEpisodeRunner
-    from ramp_worldmodel_node.core.onnx_runtime import load_model
 
     policy = load_model(policy_card, expected_kind="policy")
     world_model = None

@@ -28,7 +28,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,7 @@ from ramp_training.task import TaskDistribution
 if TYPE_CHECKING:
     from ramp_training.hilr_round import CollectSummary
     from ramp_training.pipeline import RunResult
+    from ramp_training.train import TrainConfig
 
 HILR_BACKENDS = ("stack", "sim")
 HILR_FOLDERS = {"stack": "hilr", "sim": "hilr_sim"}
@@ -113,10 +115,7 @@ def run_experiment(
     log: Callable[[str], None] = stderr_log,
 ) -> Path:
     """Run every stage (see the module docstring); -> ``experiment.json``."""
-    from ramp_training.evaluate import eval_seeds, evaluate
-    from ramp_training.hilr_round import collect_sim, collect_stack
     from ramp_training.pipeline import generate_demos, training_run
-    from ramp_training.train import TrainConfig
 
     config = config or ExperimentConfig()
     task = task or TaskDistribution()
@@ -124,31 +123,74 @@ def run_experiment(
     if (out_dir / "experiment.json").exists():
         raise ValueError(f"{out_dir}: holds an experiment already; choose another folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    started = time.monotonic()
+    timer = _StageTimer(log)
+    base_cfg, continual_cfg = _train_configs(config, seed)
 
-    def stage(name: str) -> Callable[[], None]:
-        t0 = time.monotonic()
-        log(f"=== {name} ===")
+    with timer.stage("demonstrations"):
+        demos = out_dir / "demos"
+        generate_demos(
+            demos, config.demo_episodes, seed=seed, task=task, image_size=config.image_size, log=log
+        )
+    with timer.stage("pre-training"):
+        sizes = {
+            "image_size": config.image_size,
+            "tokens": config.tokens,
+            "dim": config.dim,
+            "policy_hidden": config.policy_hidden,
+        }
+        base = training_run([demos], out_dir / "base", base_cfg, model_overrides=sizes, log=log)
+    hilr_runs: dict[str, tuple[CollectSummary, RunResult]] = {}
+    for backend in config.hilr_backends:
+        with timer.stage(f"HILR round ({backend} rollouts)"):
+            hilr_runs[backend] = _hilr_round(
+                backend, out_dir, demos, base, continual_cfg, config, seed, task, domain_id, log
+            )
+    control = None
+    if config.control:
+        with timer.stage("control (continual training on demonstrations only)"):
+            control = training_run(
+                [demos], out_dir / "control", continual_cfg, init=base.out_dir, log=log
+            )
+    conditions = _conditions(base, hilr_runs, control)
+    results = _evaluate_conditions(conditions, out_dir, config, task, domain_id, timer, log)
 
-        def done() -> None:
-            timings[name] = round(time.monotonic() - t0, 1)
-
-        return done
-
-    done = stage("demonstrations")
-    demos = out_dir / "demos"
-    generate_demos(
-        demos, config.demo_episodes, seed=seed, task=task, image_size=config.image_size, log=log
-    )
-    done()
-
-    sizes = {
-        "image_size": config.image_size,
-        "tokens": config.tokens,
-        "dim": config.dim,
-        "policy_hidden": config.policy_hidden,
+    doc = {
+        "config": asdict(config),
+        "seed": seed,
+        "task": asdict(task),
+        **_provenance(demos, base, hilr_runs, control),
+        "results": results,
+        "versus_base": versus_base(results),
+        "timings_s": timer.timings,
+        "total_s": round(time.monotonic() - timer.started, 1),
     }
+    path = out_dir / "experiment.json"
+    path.write_text(json.dumps(doc, indent=2))
+    (out_dir / "results.md").write_text(results_table(doc))
+    log(results_table(doc))
+    return path
+
+
+class _StageTimer:
+    """Logs each stage's start and records its duration (s) under its name."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self._log = log
+        self.timings: dict[str, float] = {}
+        self.started = time.monotonic()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        self._log(f"=== {name} ===")
+        yield
+        self.timings[name] = round(time.monotonic() - t0, 1)
+
+
+def _train_configs(config: ExperimentConfig, seed: int) -> tuple[TrainConfig, TrainConfig]:
+    """(pre-training, continual training) settings."""
+    from ramp_training.train import TrainConfig
+
     base_cfg = TrainConfig(seed=seed, steps=config.pretrain_steps, threads=config.threads)
     continual_cfg = TrainConfig(
         seed=seed + 1,
@@ -156,48 +198,61 @@ def run_experiment(
         value_steps=config.value_steps,
         threads=config.threads,
     )
-    done = stage("pre-training")
-    base = training_run([demos], out_dir / "base", base_cfg, model_overrides=sizes, log=log)
-    done()
+    return base_cfg, continual_cfg
 
-    hilr_runs: dict[str, tuple[CollectSummary, RunResult]] = {}
-    for backend in config.hilr_backends:
-        done = stage(f"HILR round ({backend} rollouts)")
-        hilr_dir = out_dir / HILR_FOLDERS[backend]
-        collect = collect_stack if backend == "stack" else collect_sim
-        extra = (
-            {"domain_id": domain_id} if backend == "stack" else {"image_size": config.image_size}
-        )
-        collected = collect(
-            base.out_dir,
-            hilr_dir,
-            config.hilr_episodes,
-            seed,
-            task,
-            OperatorConfig(),
-            max_duration_s=config.hilr_max_duration_s,
-            log=log,
-            **extra,
-        )
-        hilr = training_run(
-            [demos, collected.dataset],
-            hilr_dir / "model",
-            continual_cfg,
-            init=base.out_dir,
-            log=log,
-        )
-        hilr_runs[backend] = (collected, hilr)
-        done()
 
-    control = None
-    if config.control:
-        done = stage("control (continual training on demonstrations only)")
-        control = training_run(
-            [demos], out_dir / "control", continual_cfg, init=base.out_dir, log=log
-        )
-        done()
+def _hilr_round(
+    backend: str,
+    out_dir: Path,
+    demos: Path,
+    base: RunResult,
+    continual_cfg: TrainConfig,
+    config: ExperimentConfig,
+    seed: int,
+    task: TaskDistribution,
+    domain_id: int | None,
+    log: Callable[[str], None],
+) -> tuple[CollectSummary, RunResult]:
+    """One HILR round with the base models on ``backend``, then continual training on demos +
+    the round's data; -> (what was collected, the trained models)."""
+    from ramp_training.hilr_round import collect_sim, collect_stack
+    from ramp_training.pipeline import training_run
 
-    conditions = [
+    hilr_dir = out_dir / HILR_FOLDERS[backend]
+    collect = collect_stack if backend == "stack" else collect_sim
+    extra = {"domain_id": domain_id} if backend == "stack" else {"image_size": config.image_size}
+    collected = collect(
+        base.out_dir,
+        hilr_dir,
+        config.hilr_episodes,
+        seed,
+        task,
+        OperatorConfig(),
+        max_duration_s=config.hilr_max_duration_s,
+        log=log,
+        **extra,
+    )
+    hilr = training_run(
+        [demos, collected.dataset],
+        hilr_dir / "model",
+        continual_cfg,
+        init=base.out_dir,
+        log=log,
+    )
+    return collected, hilr
+
+
+_Condition = tuple[str, str, "Path | None", Path]
+"""(key, label, world-model card or None, policy card)."""
+
+
+def _conditions(
+    base: RunResult,
+    hilr_runs: dict[str, tuple[CollectSummary, RunResult]],
+    control: RunResult | None,
+) -> list[_Condition]:
+    """The evaluated conditions (a), (b), (c) per HILR backend, (d), with their model cards."""
+    conditions: list[_Condition] = [
         ("a_base", "(a) base policy", base.world_model_card, base.policy_card),
         ("b_no_world_model", "(b) base, no world model", None, base.policy_no_wm_card),
     ]
@@ -213,31 +268,51 @@ def run_experiment(
                 control.policy_card,
             )
         )
+    return conditions
+
+
+def _evaluate_conditions(
+    conditions: list[_Condition],
+    out_dir: Path,
+    config: ExperimentConfig,
+    task: TaskDistribution,
+    domain_id: int | None,
+    timer: _StageTimer,
+    log: Callable[[str], None],
+) -> dict[str, dict]:
+    """Evaluate every condition on each backend with episodes; -> results[key][backend]."""
+    from ramp_training.evaluate import eval_seeds, evaluate
+
     results: dict[str, dict] = {}
     for backend, episodes in (("sim", config.sim_episodes), ("stack", config.stack_episodes)):
         if episodes <= 0:
             continue
         for key, label, wm, policy in conditions:
-            done = stage(f"eval {label} [{backend}]")
-            summary = evaluate(
-                wm,
-                policy,
-                eval_seeds(episodes),
-                backend=backend,
-                label=label,
-                task=task,
-                max_duration_s=config.eval_max_duration_s,
-                log=log,
-                domain_id=domain_id,
-            )
-            summary.write(out_dir / "eval" / f"{key}_{backend}.json")
-            results.setdefault(key, {})[backend] = summary.to_dict()
-            done()
+            with timer.stage(f"eval {label} [{backend}]"):
+                summary = evaluate(
+                    wm,
+                    policy,
+                    eval_seeds(episodes),
+                    backend=backend,
+                    label=label,
+                    task=task,
+                    max_duration_s=config.eval_max_duration_s,
+                    log=log,
+                    domain_id=domain_id,
+                )
+                summary.write(out_dir / "eval" / f"{key}_{backend}.json")
+                results.setdefault(key, {})[backend] = summary.to_dict()
+    return results
 
-    doc = {
-        "config": asdict(config),
-        "seed": seed,
-        "task": asdict(task),
+
+def _provenance(
+    demos: Path,
+    base: RunResult,
+    hilr_runs: dict[str, tuple[CollectSummary, RunResult]],
+    control: RunResult | None,
+) -> dict:
+    """Where each stage wrote, the model ids, and what each HILR round collected."""
+    return {
         "stages": {
             "demos": str(demos),
             "base": str(base.out_dir),
@@ -253,16 +328,7 @@ def run_experiment(
             "control": control.model_ids if control else None,
         },
         "hilr_collection": {backend: c.to_dict() for backend, (c, _) in hilr_runs.items()},
-        "results": results,
-        "versus_base": versus_base(results),
-        "timings_s": timings,
-        "total_s": round(time.monotonic() - started, 1),
     }
-    path = out_dir / "experiment.json"
-    path.write_text(json.dumps(doc, indent=2))
-    (out_dir / "results.md").write_text(results_table(doc))
-    log(results_table(doc))
-    return path
 
 
 def _p_text(p: float) -> str:

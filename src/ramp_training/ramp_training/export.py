@@ -2,7 +2,7 @@
 
 ``export_onnx`` writes ``<name>.onnx`` and ``<name>.yaml`` (the ``ramp-model-card/1`` contract,
 docs/model_card.md) and loads them back through the same checks the robot nodes run
-(``ramp_worldmodel_node.core.onnx_runtime.load_model``), comparing onnxruntime with torch.
+(``ramp_models.onnx_runtime.load_model``), comparing onnxruntime with torch.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ramp_training import __version__
-from ramp_worldmodel_node.core.model_card import (
+from ramp_models.model_card import (
     ChunkSpec,
     ImageSpec,
     ModelCard,
     TensorSpec,
     sha256_file,
 )
-from ramp_worldmodel_node.core.onnx_runtime import CPU, load_model
+from ramp_models.onnx_runtime import CPU, load_model
+from ramp_training import __version__
 
 OPSET = 17
 DEFAULT_ATOL = 1e-4

@@ -139,9 +139,9 @@ def collect_sim(
 ) -> CollectSummary:
     """The same round in the synchronous simulator; the dataset is a demo set in
     ``out_dir/dataset`` with per-frame intervention flags."""
+    from ramp_models.onnx_runtime import load_model
     from ramp_training.dataset import episode_from_record, save_demo_set
     from ramp_training.simloop import OnnxPolicySource, SimEpisodeRunner
-    from ramp_worldmodel_node.core.onnx_runtime import load_model
 
     wm_card, policy_card = _cards(model_dir)
     source = OnnxPolicySource(

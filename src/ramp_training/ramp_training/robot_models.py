@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import yaml
 
+from ramp_models.model_card import ChunkSpec, ImageSpec
 from ramp_training.export import CardFields, export_onnx
 from ramp_training.models import ChunkPolicy, WorldModelEncoder
-from ramp_worldmodel_node.core.model_card import ChunkSpec, ImageSpec
 
 IMAGE_SIZE = 96
 TOKENS, DIM, HORIZON, STEP_DT = 8, 32, 20, 0.02

@@ -137,7 +137,7 @@ class SimStack:
         from rclpy.parameter import Parameter
 
         from ramp_bringup.stack import dev_environment, stack_nodes
-        from ramp_worldmodel_node.core.model_card import ModelCard
+        from ramp_models.model_card import ModelCard
 
         os.environ.update(dev_environment(self._domain_id))
         needs_wm = ModelCard.load(self._policy_card).input_by_role("wm_state") is not None

@@ -28,13 +28,13 @@ import numpy as np
 import yaml
 
 from ramp_common.limits import JointLimits
+from ramp_models.onnx_runtime import LoadedModel
+from ramp_models.preprocess import ImagePreprocessor
 from ramp_policy_node.core.chunk import ActionChunk
 from ramp_policy_node.core.executor import ChunkExecutor
 from ramp_robots.core.sim import MujocoSimDriver
 from ramp_training.expert import ExpertConfig, ExpertNoise, PushExpert, SceneState
 from ramp_training.task import TaskDistribution
-from ramp_worldmodel_node.core.onnx_runtime import LoadedModel
-from ramp_worldmodel_node.core.preprocess import ImagePreprocessor
 
 CONTROL_DT = 0.01
 """Control tick of the offline loop, s (5 physics steps of 2 ms)."""

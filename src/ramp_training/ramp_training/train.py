@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ramp_models.model_card import ChunkSpec, ImageSpec
 from ramp_training import __version__
 from ramp_training.dataset import Samples
 from ramp_training.export import CardFields, export_onnx
@@ -44,7 +45,6 @@ from ramp_training.models import (
     WorldModelEncoder,
 )
 from ramp_training.progress import Progress, stderr_log
-from ramp_worldmodel_node.core.model_card import ChunkSpec, ImageSpec
 
 WORLD_MODEL_FILE = "world_model.onnx"
 POLICY_FILE = "policy.onnx"
@@ -524,7 +524,7 @@ def write_report(
     data: dict,
 ) -> Path:
     """``training_report.json`` + ``training_curves.png`` (loss curves) in ``out_dir``."""
-    from ramp_worldmodel_node.core.model_card import ModelCard
+    from ramp_models.model_card import ModelCard
 
     ids = {
         name: ModelCard.load(path).model_id

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from ramp_models.model_card import ModelCard, sha256_file
+from ramp_models.onnx_runtime import NonFiniteOutputError
 from ramp_training import cli
 from ramp_training.demo import (
     DEMO_WAYPOINTS,
@@ -26,8 +28,6 @@ from ramp_training.demo import (
 )
 from ramp_training.export import CardFields, ExportVerificationError, export_onnx
 from ramp_training.models import WorldModelEncoder
-from ramp_worldmodel_node.core.model_card import ModelCard, sha256_file
-from ramp_worldmodel_node.core.onnx_runtime import NonFiniteOutputError
 
 TINY = DemoConfig(seed=3, steps=150, samples=4096, latent_bank=64, log_every=50)
 
@@ -135,7 +135,7 @@ class _Hold(torch.nn.Module):
 
 
 def _fields(inputs: dict[str, str]) -> CardFields:
-    from ramp_worldmodel_node.core.model_card import ChunkSpec
+    from ramp_models.model_card import ChunkSpec
 
     return CardFields(
         kind="policy",

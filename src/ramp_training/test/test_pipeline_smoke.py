@@ -14,10 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from ramp_models.model_card import ModelCard, check_compatible
+from ramp_models.onnx_runtime import load_model
 from ramp_training import cli
 from ramp_training.dataset import dataset_kind, load_episodes
-from ramp_worldmodel_node.core.model_card import ModelCard, check_compatible
-from ramp_worldmodel_node.core.onnx_runtime import load_model
 
 pytestmark = pytest.mark.ros
 

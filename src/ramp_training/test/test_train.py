@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from ramp_models.model_card import ModelCard
+from ramp_models.onnx_runtime import load_model
 from ramp_training.dataset import EpisodeData, build_samples
 from ramp_training.demo import PIPER_HOME, PIPER_JOINTS, PIPER_LOWER, PIPER_UPPER
 from ramp_training.evaluate import wilson_interval
@@ -22,8 +24,6 @@ from ramp_training.train import (
     train,
     write_report,
 )
-from ramp_worldmodel_node.core.model_card import ModelCard
-from ramp_worldmodel_node.core.onnx_runtime import load_model
 
 CAMERAS = ("front", "wrist")
 

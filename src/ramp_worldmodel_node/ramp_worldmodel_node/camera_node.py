@@ -51,7 +51,8 @@ from ramp_common.diagnostics import (
     NodeHealth,
     RateMeter,
 )
-from ramp_common.node_tools import LogOnce, declare, expand_path, require_positive, run_node
+from ramp_common.node_tools import LogOnce, expand_path, run_node
+from ramp_common.params import Param, ParamSet
 from ramp_common.qos import SENSOR_QOS
 from ramp_worldmodel_node.core.camera_sources import (
     CameraWorker,
@@ -89,8 +90,50 @@ class _Camera:
     throttle: FrameThrottle | None = None
     """topic: sources."""
     last_rx_mono: float = 0.0
-    received_any: bool = False
     """topic: sources, monotonic time (s) of the last valid frame."""
+    received_any: bool = False
+    """topic: sources, whether any valid frame came yet."""
+
+
+PARAMS: tuple[Param, ...] = (
+    Param(
+        "camera_names",
+        ["front"],
+        "Camera names; each publishes camera/<name>/image_raw.",
+        type="string[]",
+    ),
+    Param(
+        "camera_sources",
+        ["device:/dev/video0"],
+        "One source per camera name: device:/dev/videoN | device:N | file:<path> | "
+        "topic:<sensor_msgs/Image rgb8 topic>",
+        type="string[]",
+    ),
+    Param("rate_hz", 30.0, "Publish rate per camera.", unit="Hz", positive=True),
+    Param("width", 0, "Output width (0 = keep the source's).", unit="px", low=0),
+    Param("height", 0, "Output height (0 = keep the source's).", unit="px", low=0),
+    Param(
+        "stall_timeout_s",
+        1.0,
+        "A camera without a new frame this long fails.",
+        unit="s",
+        positive=True,
+    ),
+    Param(
+        "startup_timeout_s",
+        15.0,
+        "A topic camera without its first frame this long after start fails (its publisher may "
+        "be a process still starting).",
+        unit="s",
+        positive=True,
+    ),
+    Param("retry_period_s", 1.0, "Period of reopen attempts on failure.", unit="s", positive=True),
+    Param(
+        "use_fake_hardware",
+        False,
+        "Replace device: sources with synthetic pattern: cameras (robot protocol fakes).",
+    ),
+)
 
 
 class CameraNode(Node):
@@ -98,54 +141,16 @@ class CameraNode(Node):
 
     def __init__(self, node_name: str = "camera_node", **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
-        names = list(
-            declare(self, "camera_names", ["front"], "Camera names; topic camera/<name>/image_raw")
-        )
-        uris = list(
-            declare(
-                self,
-                "camera_sources",
-                ["device:/dev/video0"],
-                "One source per camera name: device:/dev/videoN | device:N | file:<path> | "
-                "topic:<sensor_msgs/Image rgb8 topic>",
-            )
-        )
-        self._rate_hz = require_positive(
-            "rate_hz", float(declare(self, "rate_hz", 30.0, "Publish rate per camera (Hz)"))
-        )
-        self._width = int(declare(self, "width", 0, "Output width in px (0 = keep source's)"))
-        self._height = int(declare(self, "height", 0, "Output height in px (0 = keep source's)"))
-        self._stall_timeout_s = require_positive(
-            "stall_timeout_s",
-            float(
-                declare(
-                    self, "stall_timeout_s", 1.0, "A camera without a new frame this long (s) fails"
-                )
-            ),
-        )
-        self._startup_timeout_s = require_positive(
-            "startup_timeout_s",
-            float(
-                declare(
-                    self,
-                    "startup_timeout_s",
-                    15.0,
-                    "A topic camera without its first frame this long after start (s) fails",
-                )
-            ),
-        )
-        retry_period_s = require_positive(
-            "retry_period_s",
-            float(declare(self, "retry_period_s", 1.0, "Period (s) of reopen attempts on failure")),
-        )
-        fake = bool(
-            declare(
-                self,
-                "use_fake_hardware",
-                False,
-                "Replace device: sources with synthetic pattern: cameras (robot protocol fakes).",
-            )
-        )
+        self.params = ParamSet(self, PARAMS)
+        names = list(self.params["camera_names"])
+        uris = list(self.params["camera_sources"])
+        self._rate_hz = float(self.params["rate_hz"])
+        self._width = int(self.params["width"])
+        self._height = int(self.params["height"])
+        self._stall_timeout_s = float(self.params["stall_timeout_s"])
+        self._startup_timeout_s = float(self.params["startup_timeout_s"])
+        retry_period_s = float(self.params["retry_period_s"])
+        fake = bool(self.params["use_fake_hardware"])
         if fake:
             uris = [
                 f"pattern:{n}" if u.startswith("device:") else u

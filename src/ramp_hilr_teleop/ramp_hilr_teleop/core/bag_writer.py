@@ -39,7 +39,7 @@ DEFAULT_TOPIC_TYPES: dict[str, tuple[str, str]] = {
     "ramp/task": ("std_msgs/msg/String", "latched"),
     "diagnostics": ("diagnostic_msgs/msg/DiagnosticArray", "default"),
 }
-"""The loop's topics (DESIGN.md) -> (type, QoS class); cameras are added per camera name."""
+"""The loop's topics (docs/design.md) -> (type, QoS class); cameras are added per camera name."""
 
 _CAMERA_RE = re.compile(r"^camera/[^/]+/image_raw$")
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_]+/msg/[A-Za-z0-9_]+$")
@@ -63,7 +63,7 @@ class TopicSpec:
 
 
 def default_topics(camera_names: Sequence[str]) -> list[str]:
-    """The loop's topic list: one image topic per camera, then the DESIGN.md topics."""
+    """The loop's topic list: one image topic per camera, then the docs/design.md topics."""
     return [f"camera/{name}/image_raw" for name in camera_names if name] + list(DEFAULT_TOPIC_TYPES)
 
 

@@ -402,6 +402,19 @@ def _image_stats(samples: list[np.ndarray]) -> dict[str, Any]:
     return out
 
 
+_SCALAR_FEATURES = (
+    ("timestamp", "float32"),
+    ("frame_index", "int64"),
+    ("episode_index", "int64"),
+    ("index", "int64"),
+    ("task_index", "int64"),
+    ("intervention", "bool"),
+    ("success", "bool"),
+    ("next.done", "bool"),
+)
+"""The per-frame scalar columns of the data file and their dtypes, in file order."""
+
+
 def _write_dataset(
     out_dir: Path,
     episodes: list[_EpisodeFrames],
@@ -413,41 +426,89 @@ def _write_dataset(
     codec_name: str,
     robot_type: str | None,
 ) -> None:
-    dim = len(joint_names)
-    fps = config.fps
+    """Write the LeRobot v3 layout (videos are written by their streams): the data file and
+    ``meta/`` (info, stats, tasks, episodes)."""
     offsets = np.cumsum([0] + [len(e.timestamps) for e in episodes])
-    total = int(offsets[-1])
+    columns = _frame_columns(episodes, tasks)
+    _write_data(out_dir, columns, len(joint_names))
+    meta = out_dir / "meta"
+    meta.mkdir(parents=True, exist_ok=True)
+    features = _features(cameras, joint_names, videos, config.fps, codec_name)
+    info = {
+        "codebase_version": CODEBASE_VERSION,
+        "robot_type": robot_type,
+        "total_episodes": len(episodes),
+        "total_frames": int(offsets[-1]),
+        "total_tasks": len(tasks),
+        "chunks_size": 1000,
+        "data_files_size_in_mb": 100,
+        "video_files_size_in_mb": 500,
+        "fps": config.fps,
+        "splits": {"train": f"0:{len(episodes)}"},
+        "data_path": DATA_PATH,
+        "video_path": VIDEO_PATH if cameras else None,
+        "features": features,
+    }
+    (meta / "info.json").write_text(json.dumps(info, indent=4))
+    (meta / "stats.json").write_text(
+        json.dumps(_dataset_stats(columns, episodes, cameras), indent=4)
+    )
+    _write_tasks(meta / "tasks.parquet", tasks)
+    _write_episodes(out_dir / EPISODES_PATH, episodes, offsets, cameras, config.fps)
+
+
+def _frame_columns(episodes: list[_EpisodeFrames], tasks: dict[str, int]) -> dict[str, np.ndarray]:
+    """Every per-frame column of the dataset, all episodes concatenated in order."""
 
     def col(name: str) -> np.ndarray:
         return np.concatenate([getattr(e, name) for e in episodes])
 
-    state, action = col("state"), col("action")
-    frame_index = np.concatenate([np.arange(len(e.timestamps)) for e in episodes])
-    episode_index = np.concatenate([np.full(len(e.timestamps), e.index) for e in episodes])
-    task_index = np.concatenate([np.full(len(e.timestamps), tasks[e.task]) for e in episodes])
-    done = np.concatenate([np.arange(len(e.timestamps)) == len(e.timestamps) - 1 for e in episodes])
-    success = np.concatenate([np.full(len(e.timestamps), e.success) for e in episodes])
-    vec = pa.list_(pa.float32(), dim)
-    data = pa.table(
-        {
-            "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(state.ravel()), dim),
-            "action": pa.FixedSizeListArray.from_arrays(pa.array(action.ravel()), dim),
-            "timestamp": pa.array(col("timestamps"), pa.float32()),
-            "frame_index": pa.array(frame_index, pa.int64()),
-            "episode_index": pa.array(episode_index, pa.int64()),
-            "index": pa.array(np.arange(total), pa.int64()),
-            "task_index": pa.array(task_index, pa.int64()),
-            "intervention": pa.array(col("intervention"), pa.bool_()),
-            "success": pa.array(success, pa.bool_()),
-            "next.done": pa.array(done, pa.bool_()),
-        }
-    )
-    assert data.schema.field("action").type == vec
+    def per_episode(value: Any) -> np.ndarray:
+        return np.concatenate([np.full(len(e.timestamps), value(e)) for e in episodes])
+
+    total = sum(len(e.timestamps) for e in episodes)
+    return {
+        "observation.state": col("state"),
+        "action": col("action"),
+        "timestamp": col("timestamps"),
+        "frame_index": np.concatenate([np.arange(len(e.timestamps)) for e in episodes]),
+        "episode_index": per_episode(lambda e: e.index),
+        "index": np.arange(total),
+        "task_index": per_episode(lambda e: tasks[e.task]),
+        "intervention": col("intervention"),
+        "success": per_episode(lambda e: e.success),
+        "next.done": np.concatenate(
+            [np.arange(len(e.timestamps)) == len(e.timestamps) - 1 for e in episodes]
+        ),
+    }
+
+
+def _write_data(out_dir: Path, columns: dict[str, np.ndarray], dim: int) -> None:
+    """The frame table (``data/chunk-000/file-000.parquet``): state and action as fixed-size
+    float32 lists of ``dim`` joints, then the scalar columns."""
+    pa_types = {"float32": pa.float32(), "int64": pa.int64(), "bool": pa.bool_()}
+    table: dict[str, Any] = {
+        key: pa.FixedSizeListArray.from_arrays(pa.array(columns[key].ravel()), dim)
+        for key in ("observation.state", "action")
+    }
+    for name, dtype in _SCALAR_FEATURES:
+        table[name] = pa.array(columns[name], pa_types[dtype])
+    data = pa.table(table)
+    assert data.schema.field("action").type == pa.list_(pa.float32(), dim)
     data_path = out_dir / DATA_PATH.format(chunk_index=0, file_index=0)
     data_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(data, data_path, compression="snappy")
 
-    scalar = {"dtype": None, "shape": [1], "names": None}
+
+def _features(
+    cameras: list[str],
+    joint_names: list[str],
+    videos: dict[str, _VideoStream],
+    fps: float,
+    codec_name: str,
+) -> dict[str, Any]:
+    """``info.json`` features: state, action, one video per camera, the scalar columns."""
+    dim = len(joint_names)
     features: dict[str, Any] = {
         "observation.state": {"dtype": "float32", "shape": [dim], "names": list(joint_names)},
         "action": {"dtype": "float32", "shape": [dim], "names": list(joint_names)},
@@ -469,52 +530,38 @@ def _write_dataset(
                 "has_audio": False,
             },
         }
-    for name, dtype in (
-        ("timestamp", "float32"),
-        ("frame_index", "int64"),
-        ("episode_index", "int64"),
-        ("index", "int64"),
-        ("task_index", "int64"),
-        ("intervention", "bool"),
-        ("success", "bool"),
-        ("next.done", "bool"),
-    ):
-        features[name] = {**scalar, "dtype": dtype}
-    info = {
-        "codebase_version": CODEBASE_VERSION,
-        "robot_type": robot_type,
-        "total_episodes": len(episodes),
-        "total_frames": total,
-        "total_tasks": len(tasks),
-        "chunks_size": 1000,
-        "data_files_size_in_mb": 100,
-        "video_files_size_in_mb": 500,
-        "fps": fps,
-        "splits": {"train": f"0:{len(episodes)}"},
-        "data_path": DATA_PATH,
-        "video_path": VIDEO_PATH if cameras else None,
-        "features": features,
-    }
-    meta = out_dir / "meta"
-    meta.mkdir(parents=True, exist_ok=True)
-    (meta / "info.json").write_text(json.dumps(info, indent=4))
+    for name, dtype in _SCALAR_FEATURES:
+        features[name] = {"dtype": dtype, "shape": [1], "names": None}
+    return features
 
+
+def _dataset_stats(
+    columns: dict[str, np.ndarray], episodes: list[_EpisodeFrames], cameras: list[str]
+) -> dict[str, Any]:
+    """``stats.json``: numeric stats of the state, action and index columns, per-channel image
+    stats per camera."""
     stats: dict[str, Any] = {
-        "observation.state": _numeric_stats(state),
-        "action": _numeric_stats(action),
-        "timestamp": _numeric_stats(col("timestamps")),
-        "frame_index": _numeric_stats(frame_index),
-        "episode_index": _numeric_stats(episode_index),
-        "index": _numeric_stats(np.arange(total)),
-        "task_index": _numeric_stats(task_index),
-        "intervention": _numeric_stats(col("intervention")),
+        key: _numeric_stats(columns[key])
+        for key in (
+            "observation.state",
+            "action",
+            "timestamp",
+            "frame_index",
+            "episode_index",
+            "index",
+            "task_index",
+            "intervention",
+        )
     }
     for cam in cameras:
         stats[f"observation.images.{cam}"] = _image_stats(
             [s for e in episodes for s in e.image_stats[cam]]
         )
-    (meta / "stats.json").write_text(json.dumps(stats, indent=4))
+    return stats
 
+
+def _write_tasks(path: Path, tasks: dict[str, int]) -> None:
+    """``meta/tasks.parquet``: task_index and task text, indexed by task like pandas writes it."""
     task_names = sorted(tasks, key=tasks.get)
     pandas_meta = {
         "index_columns": ["task"],
@@ -533,25 +580,36 @@ def _write_dataset(
             "task": pa.array(task_names, pa.string()),
         }
     ).replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
-    pq.write_table(task_table, meta / "tasks.parquet")
+    pq.write_table(task_table, path)
 
+
+def _write_episodes(
+    path: Path,
+    episodes: list[_EpisodeFrames],
+    offsets: np.ndarray,
+    cameras: list[str],
+    fps: float,
+) -> None:
+    """``meta/episodes/chunk-000/file-000.parquet``: one row per episode (length, where its
+    frames and video spans are, success, intervention ratio, source bag, per-episode stats)."""
+    n = len(episodes)
     rows: dict[str, list[Any]] = {
         "episode_index": [e.index for e in episodes],
         "tasks": [[e.task] for e in episodes],
         "length": [len(e.timestamps) for e in episodes],
-        "data/chunk_index": [0] * len(episodes),
-        "data/file_index": [0] * len(episodes),
-        "dataset_from_index": [int(offsets[i]) for i in range(len(episodes))],
-        "dataset_to_index": [int(offsets[i + 1]) for i in range(len(episodes))],
+        "data/chunk_index": [0] * n,
+        "data/file_index": [0] * n,
+        "dataset_from_index": [int(offsets[i]) for i in range(n)],
+        "dataset_to_index": [int(offsets[i + 1]) for i in range(n)],
     }
     for cam in cameras:
         key = f"videos/observation.images.{cam}"
-        rows[f"{key}/chunk_index"] = [0] * len(episodes)
-        rows[f"{key}/file_index"] = [0] * len(episodes)
-        rows[f"{key}/from_timestamp"] = [float(offsets[i]) / fps for i in range(len(episodes))]
-        rows[f"{key}/to_timestamp"] = [float(offsets[i + 1]) / fps for i in range(len(episodes))]
-    rows["meta/episodes/chunk_index"] = [0] * len(episodes)
-    rows["meta/episodes/file_index"] = [0] * len(episodes)
+        rows[f"{key}/chunk_index"] = [0] * n
+        rows[f"{key}/file_index"] = [0] * n
+        rows[f"{key}/from_timestamp"] = [float(offsets[i]) / fps for i in range(n)]
+        rows[f"{key}/to_timestamp"] = [float(offsets[i + 1]) / fps for i in range(n)]
+    rows["meta/episodes/chunk_index"] = [0] * n
+    rows["meta/episodes/file_index"] = [0] * n
     rows["success"] = [e.success for e in episodes]
     rows["intervention_ratio"] = [float(e.intervention.mean()) for e in episodes]
     rows["source_bag"] = [e.name for e in episodes]
@@ -559,9 +617,8 @@ def _write_dataset(
         per_episode = [_numeric_stats(getattr(e, attr)) for e in episodes]
         for stat in per_episode[0]:
             rows[f"stats/{feature}/{stat}"] = [s[stat] for s in per_episode]
-    episodes_path = out_dir / EPISODES_PATH
-    episodes_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(rows), episodes_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(rows), path)
 
 
 def _write_provenance(

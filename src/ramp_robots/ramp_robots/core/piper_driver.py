@@ -36,6 +36,15 @@ PIPER_ARM_JOINTS: tuple[str, ...] = ("joint1", "joint2", "joint3", "joint4", "jo
 PIPER_JOINTS: tuple[str, ...] = (*PIPER_ARM_JOINTS, "gripper")
 """Default joint order: the six arm joints, then the gripper opening."""
 
+PIPER_BRIDGE_LIMITS: dict[str, tuple[float, ...]] = {
+    "lower": (-2.618, 0.0, -2.967, -1.745, -1.22, -2.0944, 0.0),
+    "upper": (2.618, 3.14, 0.0, 1.745, 1.22, 2.0944, 0.07),
+    "max_velocity": (2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 0.2),
+    "max_acceleration": (15.0, 15.0, 15.0, 20.0, 20.0, 20.0, 2.0),
+}
+"""Default limits of the PiPER bridge and the simulated arm (same dimensions), in PIPER_JOINTS
+order: rad / m, rad/s / m/s, rad/s^2 / m/s^2 (the gripper in m)."""
+
 PIPER_LOWER = np.array([-2.6179, 0.0, -2.967, -1.745, -1.22, -2.09439, 0.0])
 PIPER_UPPER = np.array([2.6179, 3.14, 0.0, 1.745, 1.22, 2.09439, 0.07])
 """The arm's own position range (rad; gripper m), as the SDK documents it. ``send`` clips to it as

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ramp_worldmodel_node.core.model_card import ModelCard, ModelCardError
+from ramp_models.model_card import ModelCard, ModelCardError
 
 T = TypeVar("T")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ramp_worldmodel_node.core.observation import ObservationBuffer, StaleInputError
+from ramp_models.observation import ObservationBuffer, StaleInputError
 
 
 def test_observation_uses_oldest_stamp_and_latest_samples():

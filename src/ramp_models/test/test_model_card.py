@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 
-from ramp_worldmodel_node.core.model_card import (
+from ramp_models.model_card import (
     ChunkSpec,
     ImageSpec,
     ModelCard,
@@ -21,7 +21,7 @@ from ramp_worldmodel_node.core.model_card import (
     check_compatible,
     sha256_file,
 )
-from ramp_worldmodel_node.core.onnx_runtime import (
+from ramp_models.onnx_runtime import (
     CPU,
     CUDA,
     TENSORRT,

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ramp_worldmodel_node.core.model_card import ImageSpec
-from ramp_worldmodel_node.core.preprocess import FrameError, ImagePreprocessor
+from ramp_models.model_card import ImageSpec
+from ramp_models.preprocess import FrameError, ImagePreprocessor
 
 SPEC = ImageSpec(height=48, width=64)
 

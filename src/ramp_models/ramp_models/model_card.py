@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import yaml
 
 if TYPE_CHECKING:
-    from ramp_worldmodel_node.core.onnx_runtime import LoadedModel
+    from ramp_models.onnx_runtime import LoadedModel
 
 CARD_FORMAT = "ramp-model-card/1"
 KINDS = ("world_model", "policy")
@@ -367,7 +367,7 @@ def load_model(
     intra_op_threads: int = 1,
 ) -> LoadedModel:
     """Load and check a card and its ONNX session (see ``onnx_runtime.load_model``)."""
-    from ramp_worldmodel_node.core.onnx_runtime import load_model as _load
+    from ramp_models.onnx_runtime import load_model as _load
 
     return _load(card_path, providers, provider_options, expected_kind, intra_op_threads)
 

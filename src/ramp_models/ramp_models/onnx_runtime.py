@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ramp_worldmodel_node.core.model_card import ModelCard, ModelCardError, TensorSpec
+from ramp_models.model_card import ModelCard, ModelCardError, TensorSpec
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from ramp_worldmodel_node.core.model_card import ImageSpec
+from ramp_models.model_card import ImageSpec
 
 
 class FrameError(ValueError):
