@@ -87,6 +87,11 @@ def test_ramp_up_runs_the_loop_end_to_end(tmp_path):
     assert set(report["inference_ms"]) == {"/worldmodel_node", "/policy_node"}
     # the production layout: every node its own process, all ended cleanly
     assert report["layout"] == "process-per-node"
+    # every stage timed itself: each row of the capture -> first command breakdown has a p50
+    from ramp_common.hops import decompose
+
+    rows = decompose(report["diagnostics"], report["latency_ms"]["capture_to_first_command"])
+    assert all(p50 is not None for _, p50, _, _ in rows), rows
     assert len(set(report["pids"].values())) == len(report["nodes"]) == 8
     assert set(report["exit_codes"].values()) == {0}, report["exit_codes"]
 

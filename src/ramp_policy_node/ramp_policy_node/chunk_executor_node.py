@@ -31,6 +31,7 @@ from ramp_common.conversions import (
     trajectory_to_numpy,
 )
 from ramp_common.diagnostics import OK, WARN, DiagnosticsPublisher, NodeHealth
+from ramp_common.hops import HopTimer
 from ramp_common.node_tools import LogOnce, run_node
 from ramp_common.params import Param, ParamSet, joint_limit_params, joint_limits
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
@@ -127,6 +128,8 @@ class ChunkExecutorNode(Node):
         )
         self.create_service(Trigger, "ramp/executor/reset", self._on_reset, callback_group=group)
         self._pub = self.create_publisher(JointState, command_topic, COMMAND_QOS)
+        self._hops = HopTimer(("chunk_arrival", "align"))
+        self._pending_arrival: float | None = None
         self._loop = RateLoop(1.0 / rate, self._control_tick, name="chunk_executor_control")
         self._loop.start()
         self.create_timer(1.0, self._update_health, callback_group=group)
@@ -147,7 +150,10 @@ class ChunkExecutorNode(Node):
             model_id=msg.header.frame_id,
         )
         reason = self._executor.submit(chunk, now)
-        if reason is not None:
+        if reason is None:
+            self._hops.add("chunk_arrival", now - chunk.stamp)
+            self._pending_arrival = now
+        else:
             self._log_once.warn(
                 f"chunk-{reason.split(':')[0]}", f"rejecting action chunk: {reason}"
             )
@@ -176,6 +182,9 @@ class ChunkExecutorNode(Node):
 
     def _control_tick(self, now: float) -> None:
         command = self._executor.step(now)
+        arrival, self._pending_arrival = self._pending_arrival, None
+        if arrival is not None:  # the first tick that can use the newest chunk
+            self._hops.add("align", now - arrival)
         if command is None:
             return
         self._pub.publish(make_joint_state(self._names, command, sec_to_stamp(now)))
@@ -188,6 +197,7 @@ class ChunkExecutorNode(Node):
         for key, value in jitter.items():
             self._health.set_value(f"loop_jitter_ms_{key}", value)
         self._health.set_value("loop_overruns", self._loop.overruns)
+        self._hops.report(self._health)
         if self._loop.errors:
             self._health.set_status(WARN, f"control loop errors: {self._loop.last_error}")
         else:

@@ -19,7 +19,8 @@ A subclass names its model kind and what it publishes; the base owns the rest, o
   synchronised observation (stamp = oldest input stamp) -> feeds -> ONNX Runtime -> the
   subclass's ``_publish``; a non-finite output is dropped and reported ERROR;
 - health on ``diagnostics``: model id (the model the last inference ran), card, providers,
-  reload counters, inference time and age at publish percentiles, output rate.
+  reload counters, inference time and age at publish percentiles, output rate, and the hops of
+  ``ramp_common.hops`` (input delay, waiting, inference, publish).
 
 Times are wall-clock seconds (``time.time()``), the clock of the message stamps.
 """
@@ -50,6 +51,7 @@ from ramp_common.diagnostics import (
     NodeHealth,
     RateMeter,
 )
+from ramp_common.hops import HopTimer
 from ramp_common.node_tools import LogOnce, expand_path
 from ramp_common.params import Param, ParamSet
 from ramp_common.qos import SENSOR_QOS, STATE_QOS
@@ -162,6 +164,9 @@ class ModelNode(Node):
         self._inference_ms = LatencyStats()
         self._age = LatencyStats()
         self._rate = RateMeter()
+        self._hops = HopTimer(("input", "wait", "inference", "publish"))
+        self._arrivals: dict[str, tuple[float, float]] = {}
+        """Input key -> (arrival wall time, its stamp), s; the newest of each."""
 
         io_group = ReentrantCallbackGroup()
         if WM_KEY in plan.keys:
@@ -290,6 +295,7 @@ class ModelNode(Node):
     def _put(self, key: str, stamp: float, value: Any) -> None:
         self._inputs.put(key, stamp, value)
         if key in self._trigger_keys:
+            self._arrivals[key] = (time.time(), stamp)
             self._worker.poke()
 
     def _on_wm_state(self, msg: Image) -> None:
@@ -351,6 +357,7 @@ class ModelNode(Node):
         if obs_id == self._last_id:
             return  # nothing new since the last inference
         self._last_id = obs_id
+        self._time_inputs(now)
         feeds = setup.inputs.feeds(obs)
         start = time.perf_counter()
         try:
@@ -360,14 +367,26 @@ class ModelNode(Node):
             self._health.set_status(ERROR, f"{self.LABEL} output not finite: {exc}")
             self._log_once.error("nan", f"{self.LABEL} produced non-finite output, dropped: {exc}")
             return
-        self._inference_ms.add(time.perf_counter() - start)
+        inferred = time.perf_counter()
+        self._inference_ms.add(inferred - start)
+        self._hops.add("inference", inferred - start)
         self._publish(setup, obs, outputs)
+        self._hops.add("publish", time.perf_counter() - inferred)
         self._age.add(time.time() - obs.stamp)
         self._rate.tick()
         self._health.set_status(OK, "running")
 
+    def _time_inputs(self, start: float) -> None:
+        """Hops of the newest trigger input: its delay from its stamp, its wait until ``start``."""
+        arrivals = [self._arrivals[k] for k in self._trigger_keys if k in self._arrivals]
+        if arrivals:
+            arrived, stamp = max(arrivals)
+            self._hops.add("input", arrived - stamp)
+            self._hops.add("wait", start - arrived)
+
     def _update_health(self) -> None:
         self._health.set_value(self.RATE_KEY, self._rate.rate_hz())
+        self._hops.report(self._health)
         self._health.set_value("reloads", self._swap.reloads)
         self._health.set_value("reloads_refused", self._swap.refused)
         if self._swap.last_message:
