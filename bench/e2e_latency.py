@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ramp_common.hops import decompose
+
 FRAME_PERIOD_MS = 1000.0 / 30.0
 LOW_LATENCY = ["-p", "worldmodel_node.rate_hz:=30.0", "-p", "policy_node.rate_hz:=30.0"]
 """The low-latency configuration: inference caps at the camera rate, so the world model runs on
@@ -86,6 +88,7 @@ def figures(report: dict) -> dict:
     if e2e:
         out["overhead_ms_p50"] = e2e["p50"] - wm_ms - policy_ms
     out["command_smoothness"] = report.get("command_smoothness", {})
+    out["hops"] = [list(row) for row in decompose(report.get("diagnostics", {}), e2e)]
     return out
 
 
@@ -105,6 +108,12 @@ def print_table(results: dict[str, dict]) -> None:
     row = [results[name].get("overhead_ms_p50", float("nan")) for name in layouts]
     print(f"{'overhead p50 (ms)':34s}" + "".join(f"{v:20.1f}" for v in row))
     print(f"{'overhead / 33 ms frame':34s}" + "".join(f"{v / FRAME_PERIOD_MS:20.2f}" for v in row))
+    for name in layouts:
+        print(f"\ncapture -> first command hop by hop, {name} (ms; derived = difference of p50s):")
+        for stage, p50, p99, how in results[name]["hops"]:
+            p50_text = "      -" if p50 is None else f"{p50:7.1f}"
+            p99_text = "" if p99 is None else f"  p99 {p99:7.1f}"
+            print(f"  {stage:56s} p50 {p50_text}{p99_text}  ({how})")
     if len(layouts) >= 2:
         base, other = results[layouts[0]], results[layouts[1]]
         print(f"\nratios {layouts[1]} / {layouts[0]} (the baseline, same run):")
