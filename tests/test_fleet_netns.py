@@ -13,6 +13,7 @@ link comes back and robot1 runs again. No command ever exceeds the velocity limi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +92,10 @@ def wait_until(condition, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def test_a_robot_link_down_holds_that_robot_and_leaves_the_other_running(tmp_path):
+@contextlib.contextmanager
+def hosts(names: list[str], multicast: bool = True) -> Iterator[tuple[object, list, dict]]:
+    """(LAN of ``names``, a list to put processes in, their DDS environment); every process
+    left in the list is killed and the namespaces are removed on exit; skips without netns."""
     if shutil.which("ip") is None:
         pytest.skip("the 'ip' tool (iproute2) is not installed")
     from tests.netns import NetnsUnavailableError, lan
@@ -103,12 +108,8 @@ def test_a_robot_link_down_holds_that_robot_and_leaves_the_other_running(tmp_pat
     )
     procs: list[subprocess.Popen] = []
     try:
-        with lan([*ROBOTS, "inference"]) as net:
-            procs = start_fleet(net, tmp_path, env)
-            run_scenario(net, tmp_path)
-            for proc in procs:
-                proc.send_signal(signal.SIGINT)
-            codes = [proc.wait(30) for proc in procs]
+        with lan(names, multicast=multicast) as net:
+            yield net, procs, env
     except NetnsUnavailableError as exc:
         pytest.skip(f"ip netns is not permitted here: {exc}")
     finally:
@@ -116,6 +117,13 @@ def test_a_robot_link_down_holds_that_robot_and_leaves_the_other_running(tmp_pat
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+def test_a_robot_link_down_holds_that_robot_and_leaves_the_other_running(tmp_path):
+    with hosts([*ROBOTS, "inference"]) as (net, procs, env):
+        procs += start_fleet(net, tmp_path, env)
+        run_scenario(net, tmp_path)
+        codes = stop_all(procs)
     logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("*.log")}
     assert codes == [0] * len(codes), {k: v[-2000:] for k, v in logs.items()}
 
@@ -255,12 +263,12 @@ def start_pair(net, tmp_path: Path, env: dict, phase: str, *extra: str):
     ], out
 
 
-def stop_all(procs: list[subprocess.Popen]) -> None:
+def stop_all(procs: list[subprocess.Popen]) -> list[int]:
+    """SIGINT to every process, newest first; their exit codes."""
     for proc in reversed(procs):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-    for proc in procs:
-        proc.wait(30)
+    return [proc.wait(30) for proc in procs]
 
 
 def test_without_multicast_a_discovery_server_joins_robot_and_inference_host(tmp_path):
@@ -268,52 +276,34 @@ def test_without_multicast_a_discovery_server_joins_robot_and_inference_host(tmp
     the robot's own nodes find each other (joint states reach its probe) but never the
     inference host (no chunk); with ``ramp discovery-server`` on the inference host and
     ``--discovery-server`` on every ``ramp up``, the robot gets its chunks."""
-    if shutil.which("ip") is None:
-        pytest.skip("the 'ip' tool (iproute2) is not installed")
-    from tests.netns import NetnsUnavailableError, lan
+    with hosts(["robot1", "inference"], multicast=False) as (net, procs, env):
+        pair, out = start_pair(net, tmp_path, env, "multicast")
+        procs += pair
+        wait_until(
+            lambda: sum(e["k"] == "state" for e in read_events(out)) >= 50,
+            120,
+            "the robot's own joint states at its probe (same host)",
+        )
+        time.sleep(3.0)
+        assert len(chunk_times(read_events(out))) == 0, "multicast crossed the switch"
+        stop_all(procs)
 
-    env = dict(
-        os.environ,
-        FASTRTPS_DEFAULT_PROFILES_FILE=str(UDP_PROFILE),
-        FASTDDS_DEFAULT_PROFILES_FILE=str(UDP_PROFILE),
-        ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET",
-    )
-    procs: list[subprocess.Popen] = []
-    try:
-        with lan(["robot1", "inference"], multicast=False) as net:
-            procs, out = start_pair(net, tmp_path, env, "multicast")
-            wait_until(
-                lambda: sum(e["k"] == "state" for e in read_events(out)) >= 50,
-                120,
-                "the robot's own joint states at its probe (same host)",
+        infer = net.hosts["inference"]
+        server = f"{infer.ip}:11811"
+        cmd = [*infer.exec_prefix(), sys.executable, "-m", "ramp_bringup.cli"]
+        procs.append(
+            subprocess.Popen(
+                [*cmd, "discovery-server", "--address", infer.ip],
+                env=env,
+                stdout=(tmp_path / "server.log").open("wb"),
+                stderr=subprocess.STDOUT,
             )
-            time.sleep(3.0)
-            assert len(chunk_times(read_events(out))) == 0, "multicast crossed the switch"
-            stop_all(procs)
-
-            infer = net.hosts["inference"]
-            server = f"{infer.ip}:11811"
-            cmd = [*infer.exec_prefix(), sys.executable, "-m", "ramp_bringup.cli"]
-            procs = [
-                subprocess.Popen(
-                    [*cmd, "discovery-server", "--address", infer.ip],
-                    env=env,
-                    stdout=(tmp_path / "server.log").open("wb"),
-                    stderr=subprocess.STDOUT,
-                )
-            ]
-            pair, out = start_pair(net, tmp_path, env, "server", "--discovery-server", server)
-            procs += pair
-            wait_until(
-                lambda: len(chunk_times(read_events(out))) >= 10,
-                120,
-                "chunks from the inference host through the discovery server",
-            )
-            stop_all(procs)
-    except NetnsUnavailableError as exc:
-        pytest.skip(f"ip netns is not permitted here: {exc}")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+        )
+        pair, out = start_pair(net, tmp_path, env, "server", "--discovery-server", server)
+        procs += pair
+        wait_until(
+            lambda: len(chunk_times(read_events(out))) >= 10,
+            120,
+            "chunks from the inference host through the discovery server",
+        )
+        stop_all(procs)
