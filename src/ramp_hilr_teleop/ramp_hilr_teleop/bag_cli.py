@@ -214,7 +214,8 @@ def _lag(args: argparse.Namespace) -> int:
         lag.plot_lag(report, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr)
     if not report.pooled.frames:
-        print(f"ramp-bag lag: no {frames} frames to compare", file=sys.stderr)
+        print(f"ramp-bag lag: no frames to compare ({frames} frames, largest lag "
+              f"{args.max_lag} frames)", file=sys.stderr)  # fmt: skip
         return 1
     return 0
 

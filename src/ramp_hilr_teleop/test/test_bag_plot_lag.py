@@ -195,6 +195,12 @@ def test_lag_of_bags_finds_the_known_lags(
     width, height = png_size(plot)
     assert (width, height) == (1100, 420)
 
+    # A lag longer than the episode leaves no frame to compare: said, not a zero.
+    assert main(["lag", str(episodes), "--max-lag", "100", "--lag-step", "10", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["pooled"]["residual"] is None
+    assert "no frames to compare" in captured.err
+
 
 def test_lag_of_an_exported_dataset_matches_the_bags(
     episodes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -373,8 +373,18 @@ class LagReport:
         }
 
     def to_json(self) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        return text.replace("NaN", "null")
+        """JSON text; NaN (no frames) becomes null."""
+        return json.dumps(_no_nan(self.to_dict()), indent=2)
+
+
+def _no_nan(value: Any) -> Any:
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def analyse(
@@ -468,11 +478,12 @@ def plot_lag(report: LagReport, out: Path, dpi: int = 100) -> Path:
         f"at {report.fps:g} fps",
         fontsize=9,
     )
-    ax.legend(fontsize=8)
+    if pooled.frames:
+        ax.legend(fontsize=8)
+        axj.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     axj.set_xlabel("lag (frames)")
     axj.set_title("per joint (all episodes)", fontsize=9)
-    axj.legend(fontsize=7, ncol=2)
     axj.grid(alpha=0.3)
     for a in (ax, axj):
         sec = a.secondary_xaxis(
