@@ -18,7 +18,7 @@ import pytest
 
 from ramp_hilr_teleop.bag_cli import main
 from ramp_hilr_teleop.core.bag_writer import parse_topic_specs
-from ramp_hilr_teleop.core.episode import EpisodeMetadata, read_metadata
+from ramp_hilr_teleop.core.episode import EpisodeError, EpisodeMetadata, read_metadata
 from ramp_hilr_teleop.core.episode_plot import (
     CHUNK_GID,
     INTERVENTION_GID,
@@ -157,6 +157,8 @@ def test_plot_shows_the_episodes_interventions_chunks_and_label(episodes: Path) 
     assert data.label == "failure" and data.joint_names == ["joint2"]
     assert data.interventions_s == [] and "0 intervention(s)" in data.title
     assert list(data.series) == ["joint_states", "joint_command"]  # no operator commands
+    with pytest.raises(EpisodeError, match=r"no data for joints \['elbow'\]"):
+        load_episode_plot(failed, joints=["joint2", "elbow"])
 
 
 def _lag_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
