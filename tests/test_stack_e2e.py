@@ -114,6 +114,18 @@ def test_ramp_up_stops_when_the_robot_bridge_cannot_run(tmp_path):
     assert "state_rate_hz" in stderr  # the bridge's own reason, prefixed with its name
     assert "Traceback" not in stderr
 
+    # The picture of the same run: rates against sim.yaml's, histograms of the kept samples.
+    from ramp_bringup.cli import main as ramp_main
+    from ramp_bringup.core.summary_plot import summary_plot_data
+
+    plot = tmp_path / "summary.png"
+    assert ramp_main(["summary", str(tmp_path / "report.json"), "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
+    data = summary_plot_data(report)
+    assert {r.topic: r.configured_hz for r in data.rates}["joint_command"] == 200.0
+    e2e = next(h for h in data.histograms if h.name == "capture_to_first_command")
+    assert e2e.samples_ms.size == min(report["latency_ms"]["capture_to_first_command"]["n"], 2000)
+
 
 def test_separate_processes_flow_and_survive_malformed_messages(tmp_path):
     seen: dict[str, int] = {}

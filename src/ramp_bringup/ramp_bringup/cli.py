@@ -332,6 +332,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(f"ramp summary: cannot read report {args.report_file}: {exc}", file=sys.stderr)
         return 2
     print(summarize(report))
+    if args.plot:
+        from ramp_bringup.core.summary_plot import plot_summary
+
+        plot_summary(report, args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
     return 0 if report.get("ok") else 1
 
 
@@ -408,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.set_defaults(func=cmd_discovery_server)
     summary = sub.add_parser("summary", help="print a short summary of a --report file")
     summary.add_argument("report_file")
+    summary.add_argument("--plot", help="write rates and latency histograms as a PNG to FILE")
     summary.set_defaults(func=cmd_summary)
     return parser
 

@@ -1,13 +1,16 @@
-"""ramp-bag: inspect, repair, export and replay episode bags.
+"""ramp-bag: inspect, repair, export, replay, plot episode bags and measure their lag.
 
     ramp-bag info PATH... [--json]
     ramp-bag repair PATH...
     ramp-bag export PATH... --out DIR [--fps 10] [--cameras front wrist] [--include-cancelled]
     ramp-bag replay PATH [--rate 1.0] [--out DIR]
+    ramp-bag plot EPISODE... [--out FILE.png | DIR] [--joints j1 j2]
+    ramp-bag lag DATASET_OR_EPISODES... [--fps 10] [--operator-only] [--plot FILE.png] [--json]
 
-PATH is an episode bag folder or a folder of them. ``info``, ``repair`` and ``export`` need no
-ROS; ``replay`` publishes into the running stack (rclpy, this shell's ROS_DOMAIN_ID) and is the
-only part that imports rclpy. Formats and alignment rules: docs/episodes.md.
+PATH is an episode bag folder or a folder of them (``lag`` also takes LeRobot v3 dataset
+folders). Every command but ``replay`` needs no ROS; ``replay`` publishes into the running
+stack (rclpy, this shell's ROS_DOMAIN_ID) and is the only part that imports rclpy.
+Formats and alignment rules: docs/episodes.md.
 """
 
 from __future__ import annotations
@@ -59,6 +62,37 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--topics", nargs="+", help="extra relative topics to replay")
     replay.add_argument("--wait-s", type=float, default=10.0, help="wait for the stack (s)")
     replay.add_argument("--settle-s", type=float, default=1.0, help="listen after the end (s)")
+
+    plot = sub.add_parser(
+        "plot", help="PNG of an episode: joints, commands, operator commands, interventions, chunks"
+    )
+    plot.add_argument("paths", nargs="+", type=Path)
+    plot.add_argument(
+        "--out",
+        type=Path,
+        help="PNG file (one episode; default ./<episode>.png) or folder (several episodes)",
+    )
+    plot.add_argument("--joints", nargs="+", help="joints to draw (default: all)")
+    plot.add_argument("--dpi", type=int, default=100)
+
+    lag = sub.add_parser(
+        "lag", help="action-to-state lag of episodes or a LeRobot v3 dataset (table, plot)"
+    )
+    lag.add_argument("paths", nargs="+", type=Path, help="dataset folders, bags, folders of bags")
+    lag.add_argument("--fps", type=float, default=10.0, help="frame rate for bags (Hz, 10)")
+    frames = lag.add_mutually_exclusive_group()
+    frames.add_argument(
+        "--operator-only", action="store_true", help="only frames under operator control"
+    )
+    frames.add_argument(
+        "--autonomous-only", action="store_true", help="only frames under policy control"
+    )
+    lag.add_argument("--joints", nargs="+", help="joints (default: all but grippers)")
+    lag.add_argument("--max-lag", type=float, default=3.0, help="largest lag (frames, 3)")
+    lag.add_argument("--lag-step", type=float, default=0.05, help="lag grid step (frames, 0.05)")
+    lag.add_argument("--plot", type=Path, help="write residual vs lag as a PNG")
+    lag.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    lag.add_argument("--include-cancelled", action="store_true")
     return parser
 
 
@@ -70,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             "repair": _repair,
             "export": _export,
             "replay": _replay,
+            "plot": _plot,
+            "lag": _lag,
         }[args.command](args)
     except (EpisodeError, TopicSpecError, FileNotFoundError) as exc:
         print(f"ramp-bag {args.command}: error: {exc}", file=sys.stderr)
@@ -134,6 +170,53 @@ def _export(args: argparse.Namespace) -> int:
     )
     for skipped in report.skipped:
         print(f"  skipped {skipped}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from ramp_hilr_teleop.core.episode_plot import plot_episode
+
+    bags = list(iter_episode_dirs(args.paths))
+    several = len(bags) > 1 or (args.out is not None and args.out.is_dir())
+    failed = 0
+    for bag in bags:
+        if several:
+            out = (args.out or Path(".")) / f"{bag.name}.png"
+        else:
+            out = args.out or Path(f"{bag.name}.png")
+        try:
+            data = plot_episode(bag, out, args.joints, args.dpi)
+        except EpisodeError as exc:
+            failed += 1
+            print(f"ramp-bag plot: {exc}", file=sys.stderr)
+            continue
+        print(
+            f"{data.name}: {data.label}, {data.duration_s:.1f} s, "
+            f"{len(data.interventions_s)} intervention(s), {data.chunk_arrivals_s.size} chunks, "
+            f"topics {', '.join(data.series)} -> {out}"
+        )
+    return 1 if failed else 0
+
+
+def _lag(args: argparse.Namespace) -> int:
+    from ramp_hilr_teleop.core import lag
+
+    frames = lag.FRAMES_ALL
+    if args.operator_only:
+        frames = lag.FRAMES_OPERATOR
+    elif args.autonomous_only:
+        frames = lag.FRAMES_AUTONOMOUS
+    episodes, skipped = lag.load_episodes(args.paths, args.fps, args.include_cancelled)
+    grid = lag.lag_grid(args.max_lag, args.lag_step)
+    report = lag.analyse(episodes, grid, args.joints, frames, skipped)
+    print(report.to_json() if args.json else lag.format_table(report))
+    if args.plot:
+        lag.plot_lag(report, args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    if not report.pooled.frames:
+        print(f"ramp-bag lag: no frames to compare ({frames} frames, largest lag "
+              f"{args.max_lag} frames)", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

@@ -102,6 +102,8 @@ class DemoResult:
     final_loss: float
     """Mean squared error of the per-step motion fractions over the last logging window."""
     train_seconds: float
+    report: Path | None = None
+    """``training_report.json`` (loss per step, settings); ``training_curves.png`` beside it."""
 
 
 # --------------------------------------------------------------------------- scripted demo
@@ -210,8 +212,12 @@ def train_policy(
     world_model: WorldModelEncoder,
     config: DemoConfig,
     log: Callable[[str], None] = print,
+    history: list[float] | None = None,
 ) -> float:
-    """Behaviour cloning on scripted chunks; returns the final loss (see DemoResult)."""
+    """Behaviour cloning on scripted chunks; returns the final loss (see DemoResult).
+
+    ``history``, when given, receives the loss of every step.
+    """
     rng = np.random.default_rng(config.seed)
     q = sample_states(rng, config.samples)
     chunks = scripted_chunks(q, config.horizon, config.step_dt)
@@ -238,6 +244,8 @@ def train_policy(
         optimiser.step()
         schedule.step()
         window.append(loss.item())
+        if history is not None:
+            history.append(window[-1])
         if step % config.log_every == 0 or step == config.steps:
             log(
                 f"policy step {step}/{config.steps}  loss {np.mean(window):.5f}  "
@@ -270,7 +278,8 @@ def export_demo(
             f"policy {sum(p.numel() for p in policy.parameters())} parameters"
         )
         start = time.perf_counter()
-        loss = train_policy(policy, world_model, config, log)
+        history: list[float] = []
+        loss = train_policy(policy, world_model, config, log, history)
         train_seconds = time.perf_counter() - start
 
         gen = torch.Generator().manual_seed(config.seed)
@@ -314,9 +323,37 @@ def export_demo(
             seed=config.seed,
         )
         log(f"wrote {policy_card}")
+        report = write_demo_report(out, config, history, loss, train_seconds)
+        log(f"wrote {report} and its loss curve")
     finally:
         torch.set_num_threads(threads)
-    return DemoResult(wm_card, policy_card, loss, train_seconds)
+    return DemoResult(wm_card, policy_card, loss, train_seconds, report)
+
+
+def write_demo_report(
+    out_dir: Path, config: DemoConfig, history: list[float], final_loss: float, seconds: float
+) -> Path:
+    """``training_report.json`` (settings, final loss, loss per step) and ``training_curves.png``
+    in ``out_dir``, the files every ``ramp-train`` training run leaves (``train.write_report``)."""
+    import json
+    from dataclasses import asdict
+
+    from ramp_training.train import CURVES_FILE, REPORT_FILE, plot_curves
+
+    key = "policy/behaviour_cloning"
+    doc = {
+        "producer": "ramp-train export-demo",
+        "demo_config": asdict(config),
+        "steps": len(history),
+        "seconds": round(seconds, 1),
+        "final_losses": {key: final_loss},
+        "curves": CURVES_FILE,
+        "history": {key: [round(v, 8) for v in history]},
+    }
+    path = Path(out_dir) / REPORT_FILE
+    path.write_text(json.dumps(doc, indent=2))
+    plot_curves({key: history}, Path(out_dir) / CURVES_FILE)
+    return path
 
 
 # --------------------------------------------------------------------------- closed loop

@@ -81,6 +81,32 @@ def test_verify_cli(demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli.main(["verify", str(tmp_path / "empty")]) == 1
 
 
+def test_demo_training_leaves_its_loss_curve_beside_its_report(demo_dir: Path) -> None:
+    import json
+    import struct
+
+    report = json.loads((demo_dir / "training_report.json").read_text())
+    (key,) = report["history"]
+    history = report["history"][key]
+    assert report["steps"] == len(history) == TINY.steps
+    # The final loss is the mean of the last logging window (log_every steps).
+    assert report["final_losses"][key] == pytest.approx(np.mean(history[-TINY.log_every :]))
+    assert np.mean(history[-20:]) < np.mean(history[:20])  # it learned
+    png = (demo_dir / report["curves"]).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert struct.unpack(">II", png[16:24]) == (405, 288)  # one panel, 4.5 x 3.2 in at 90 dpi
+
+
+def test_export_demo_command_writes_report_and_curves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo"
+    assert cli.main(["export-demo", "--out", str(out), "--steps", "30", "--no-check"]) == 0
+    assert "training_report.json and its loss curve" in capsys.readouterr().out
+    assert (out / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli.main(["verify", str(out)]) == 0  # the extra files do not disturb the cards
+
+
 def test_export_is_deterministic(demo_dir: Path, tmp_path: Path) -> None:
     export_demo(tmp_path, TINY, log=lambda _line: None)
     for name in ("world_model.onnx", "policy.onnx"):

@@ -2,7 +2,9 @@
 
 The runner's monitor feeds it every message it sees (receive time, header stamp); this module
 turns them into the report ``ramp up --report FILE`` writes. Times are float seconds on the wall
-clock; latencies are reported in ms.
+clock; latencies are reported in ms. Besides percentiles, the report keeps the last
+``RAW_SAMPLES`` raw latencies of each series (``latency_samples_ms``, ``stamp_delay_samples_ms``)
+so that ``ramp summary --plot`` can draw their histograms.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+RAW_SAMPLES = 2000
+"""Raw latency samples kept in the report per series (the last ones of the run)."""
+
+
+def last_samples_ms(samples_s: list[float], n: int = RAW_SAMPLES) -> list[float]:
+    """The last ``n`` durations (s) in ms, rounded to 1 us (bounded raw data for histograms)."""
+    return [round(v * 1e3, 3) for v in samples_s[-n:]] if n > 0 else []
 
 
 def percentiles_ms(samples_s: list[float]) -> dict[str, float]:
@@ -117,6 +127,12 @@ class RunRecorder:
         with self._lock:
             topics = {name: s.summary(t_end) for name, s in sorted(self._topics.items())}
             e2e = {k: percentiles_ms(v) for k, v in self._e2e.items()}
+            e2e_samples = {k: last_samples_ms(v) for k, v in self._e2e.items()}
+            delay_samples = {
+                name: last_samples_ms(s.delays)
+                for name, s in sorted(self._topics.items())
+                if s.delays
+            }
             motion: dict[str, Any] = {"samples": len(self._joint_positions)}
             if len(self._joint_positions) >= 2:
                 q = np.stack(self._joint_positions)
@@ -150,6 +166,8 @@ class RunRecorder:
             "diagnostics": diagnostics,
             "errors": errors + log_errors,
             "ok": not errors and not log_errors,
+            "latency_samples_ms": e2e_samples,
+            "stamp_delay_samples_ms": delay_samples,
         }
 
 
