@@ -34,6 +34,7 @@ from ramp_bringup.stack import (
     dds_profile_path,
     stack_nodes,
 )
+from ramp_common.cli_tools import closed_pipe
 
 
 def _node_params(config_file: Path, node: str) -> dict:
@@ -428,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:
+        return closed_pipe()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ramp_common.cli_tools import closed_pipe
 from ramp_hilr_teleop.core.bag_reader import EpisodeBag, episode_info, format_info
 from ramp_hilr_teleop.core.bag_writer import TopicSpecError
 from ramp_hilr_teleop.core.episode import EpisodeError, find_unfinished, iter_episode_dirs
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ramp-bag {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return closed_pipe()
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ checkpoint.npz/.json, training_report.json and training_curves.png into its --ou
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ramp_common.cli_tools import closed_pipe
 from ramp_models.model_card import ModelCard, ModelCardError, check_compatible
 from ramp_models.onnx_runtime import CPU, LoadedModel, load_model
 
@@ -208,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return closed_pipe()
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"ramp-train {args.command}: error: {exc}", file=sys.stderr)
         return 1
@@ -362,9 +364,9 @@ def _export_demo(args: argparse.Namespace) -> int:
     )
 
     config = REFERENCE_CONFIG if args.preset == "reference" else DemoConfig()
-    config = dataclasses.replace(config, seed=args.seed)
+    config = replace(config, seed=args.seed)
     if args.steps is not None:
-        config = dataclasses.replace(config, steps=args.steps)
+        config = replace(config, steps=args.steps)
     result = export_demo(args.out, config)
     print(f"trained in {result.train_seconds:.1f} s, final loss {result.final_loss:.5f}")
     if args.no_check:
