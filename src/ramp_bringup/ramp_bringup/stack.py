@@ -84,6 +84,12 @@ NODES: dict[str, NodeSpec] = {
             "episode_recorder",
             "ramp_hilr_teleop.episode_recorder:EpisodeRecorderNode",
         ),
+        NodeSpec(
+            "operator_console",
+            "ramp_operator_console",
+            "operator_console",
+            "ramp_operator_console.operator_console:OperatorConsoleNode",
+        ),
     )
 }
 
