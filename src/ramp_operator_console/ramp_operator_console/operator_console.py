@@ -7,8 +7,10 @@ bridges keep their e-stop service and watchdog whatever the page does, and a vie
 disconnects changes nothing on the robot (no dead-man on the page).
 
 Subscribes ``camera/<name>/image_raw`` (raw: kept as bytes, parsed and JPEG-encoded only when a
-viewer is due a frame), ``joint_states`` and ``joint_command`` (raw; decoded at
-``chart_rate_hz`` only while someone watches), ``ramp/arbiter_state``, ``ramp/intervention``,
+viewer is due a frame) and ``joint_states`` / ``joint_command`` (raw; decoded for the chart)
+only while a viewer is connected (and ``LINGER_S`` after), newest message only, polled at
+``chart_rate_hz`` (so at most that many frames per second per camera reach a viewer); always
+``ramp/arbiter_state``, ``ramp/intervention``,
 ``ramp/estop_active``, ``ramp/task`` (latched) and ``diagnostics``. Publishes ``ramp/task``
 (std_msgs/String, latched) when the operator sets it, and its own ``diagnostics`` (url,
 viewers, frames sent/skipped/encoded). Calls ``ramp/estop`` (bridge), ``ramp/takeover`` and
@@ -18,12 +20,16 @@ viewers, frames sent/skipped/encoded). Calls ``ramp/estop`` (bridge), ``ramp/tak
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
@@ -38,6 +44,10 @@ from ramp_operator_console.core.state import ConsoleState
 from ramp_operator_console.server import ConsoleServer, ServerConfig
 
 PACKAGE = "ramp_operator_console"
+WATCH_CHECK_S = 0.25
+"""How often the node checks whether anyone watches (s)."""
+LINGER_S = 5.0
+"""Live subscriptions stay this long after the last viewer left (s)."""
 
 
 def web_dir() -> Path:
@@ -111,18 +121,13 @@ class OperatorConsoleNode(Node):
         self._sampled: tuple[int, int] = (0, 0)
         self._joint_count = self._command_count = 0
 
-        for camera in cameras:
-            self.create_subscription(
-                Image,
-                f"camera/{camera}/image_raw",
-                lambda raw, c=camera: self.frames.offer(c, raw),
-                SENSOR_QOS,
-                raw=True,
-            )
-        self.create_subscription(JointState, "joint_states", self._on_joints, STATE_QOS, raw=True)
-        self.create_subscription(
-            JointState, "joint_command", self._on_command, COMMAND_QOS, raw=True
-        )
+        # Cameras and joint topics are subscribed only while someone watches (and LINGER_S
+        # after, so a page reload does not churn): with nobody watching, the console costs the
+        # stack the diagnostics and latched topics only.
+        self._cameras = cameras
+        self._chart_period_s = 1.0 / chart_rate
+        self._live: list[Any] = []  # (node, executor, thread, stop) while watched
+        self._last_watched = 0.0
         self.create_subscription(
             String,
             "ramp/arbiter_state",
@@ -144,7 +149,7 @@ class OperatorConsoleNode(Node):
         self._service_clients = {
             service: self.create_client(types[kind], service) for service, kind in SERVICES.items()
         }
-        self.create_timer(1.0 / chart_rate, self._sample_chart)
+        self.create_timer(WATCH_CHECK_S, self._follow_viewers)
 
         self.server = ConsoleServer(
             self.state,
@@ -172,6 +177,86 @@ class OperatorConsoleNode(Node):
             self.get_logger().warning(f"port {port} was taken; the console is at {url}")
 
     # ------------------------------------------------------------------ ROS inputs
+
+    def _follow_viewers(self) -> None:
+        """Subscribe the live topics when a viewer comes, drop them a while after the last left."""
+        now = time.monotonic()
+        if self.server.viewers > 0:
+            self._last_watched = now
+            if not self._live:
+                self._subscribe_live()
+        elif self._live and now - self._last_watched > LINGER_S:
+            self._unsubscribe_live()
+
+    def _subscribe_live(self) -> None:
+        """Live topics on a private node, polled at ``chart_rate_hz`` by a thread of its own.
+
+        Every subscription keeps only its newest message (depth 1), and the thread takes at most
+        one per topic and tick: the console handles ~25 messages per topic and second however
+        fast the topic runs (joint_states and joint_command at 200-500 Hz would otherwise cost
+        a Python callback each), and never holds up the node's executor.
+        """
+        node = rclpy.create_node(
+            f"{self.get_name()}_live",
+            namespace=self.get_namespace(),
+            context=self.context,
+            use_global_arguments=False,
+            start_parameter_services=False,
+        )
+        topics = [
+            (Image, f"camera/{c}/image_raw", lambda raw, c=c: self.frames.offer(c, raw), SENSOR_QOS)
+            for c in self._cameras
+        ]
+        topics.append((JointState, "joint_states", self._on_joints, STATE_QOS))
+        topics.append((JointState, "joint_command", self._on_command, COMMAND_QOS))
+        for msg_type, topic, callback, qos in topics:
+            newest_only = QoSProfile(
+                history=HistoryPolicy.KEEP_LAST,
+                depth=1,
+                reliability=qos.reliability,
+                durability=qos.durability,
+            )
+            node.create_subscription(msg_type, topic, callback, newest_only, raw=True)
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(node)
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._poll_live,
+            args=(executor, stop, len(topics)),
+            name="operator-console-live",
+            daemon=True,
+        )
+        thread.start()
+        self._live = [(node, executor, thread, stop)]
+        self._health.count("live_subscribes")
+
+    def _poll_live(self, executor: SingleThreadedExecutor, stop: threading.Event, n: int) -> None:
+        next_s = time.monotonic()
+        while not stop.is_set() and self.context.ok():
+            try:
+                for _ in range(n):  # at most one message waits per subscription (depth 1)
+                    executor.spin_once(timeout_sec=0.0)
+                self._sample_chart()
+            except ExternalShutdownException:
+                return
+            except Exception as exc:  # keep watching; a shutdown race ends the loop above
+                if not stop.is_set() and self.context.ok():
+                    self._log_once.error("live", f"live topics failed: {exc!r}")
+            next_s += self._chart_period_s
+            now = time.monotonic()
+            if next_s < now:
+                next_s = now
+            stop.wait(next_s - now)
+
+    def _unsubscribe_live(self) -> None:
+        for node, executor, thread, stop in self._live:
+            stop.set()
+            thread.join(2.0)
+            executor.shutdown()
+            node.destroy_node()
+        self._live = []
+        self._latest_joints = self._latest_command = None
+        self.frames.drop_latest()
 
     def _on_joints(self, raw: bytes) -> None:
         self._latest_joints = raw
@@ -272,6 +357,7 @@ class OperatorConsoleNode(Node):
     def close(self) -> None:
         """Stop the web server (viewers are disconnected; nothing changes on the robot)."""
         self.server.stop()
+        self._unsubscribe_live()
 
 
 def main(args: list[str] | None = None) -> int:

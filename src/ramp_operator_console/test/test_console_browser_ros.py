@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from ramp_common.qos import LATCHED_QOS, STATE_QOS
 from ramp_hilr_teleop.core.bag_reader import EpisodeBag
@@ -98,6 +100,7 @@ class Console:
     probe: Probe
     episodes: Path
     artifacts: Path
+    node: Node
 
     def wait(self, condition, timeout_s: float, what: str):
         return WebDriverWait(self.driver, timeout_s, poll_frequency=0.1).until(
@@ -167,7 +170,7 @@ def console(tmp_path_factory):
         driver = chromium(tmp)
         try:
             driver.get(probe.url)
-            yield Console(driver, probe, tmp / "episodes", tmp)
+            yield Console(driver, probe, tmp / "episodes", tmp, node)
         finally:
             driver.quit()
             for proc in procs:
@@ -243,19 +246,30 @@ def test_episode_with_takeover_is_recorded_with_its_label(console):
 
 def test_estop_in_the_page_stops_the_arm_and_the_page_shows_it(console):
     c = console
-    wait_for(lambda: c.probe.max_speed(time.monotonic() - 1.0) > 0.02, 60, "the arm to move")
+    # a fresh scene gives the policy something to do: the arm moves when the e-stop comes
+    reset = c.node.create_client(Trigger, "sim/reset")
+    assert reset.wait_for_service(timeout_sec=10)
+    future = reset.call_async(Trigger.Request())
+    wait_for(future.done, 10, "sim/reset")
+    wait_for(lambda: c.probe.max_speed(time.monotonic() - 0.3) > 0.05, 60, "the arm to move")
     assert c.driver.find_element(By.ID, "estop-banner").get_attribute("class") == "hidden"
 
-    pressed = time.monotonic()
     c.key(" ")  # space: E-STOP
     c.result_ok("estop", 5)
+    engaged = time.monotonic()  # the bridge has answered: its e-stop is latched
     c.wait(lambda d: d.find_element(By.ID, "estop-banner").is_displayed(), 5, "the banner")
     c.wait(lambda d: d.find_element(By.ID, "arbiter-state").text == "ESTOP", 5, "mode ESTOP")
     time.sleep(WATCHDOG_S + 2.0)
     # decelerating at the acceleration limit takes < 0.2 s from full speed; within the
     # watchdog time the arm is still, and stays still
-    speed = c.probe.max_speed(pressed + WATCHDOG_S, time.monotonic())
-    assert speed < 0.01, f"joint speed {speed:.4f} rad/s after the e-stop"
+    profile = [
+        round(c.probe.max_speed(engaged + t, engaged + t + 0.25), 4)
+        for t in np.arange(-0.5, 2.5, 0.25)
+    ]
+    speed = c.probe.max_speed(engaged + WATCHDOG_S, time.monotonic())
+    moving = c.probe.max_speed(engaged - 1.0, engaged)
+    assert moving > 0.05, f"the arm was moving when the e-stop came ({moving:.3f} rad/s)"
+    assert speed < 0.01, f"joint speed {speed:.4f} rad/s after the e-stop; per 0.25 s: {profile}"
     c.screenshot("console_estop")
 
     c.key("r")  # release asks for a confirmation first

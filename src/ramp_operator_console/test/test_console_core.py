@@ -197,6 +197,10 @@ def test_frame_store_encodes_only_on_demand_and_once_per_frame():
     assert store.encoded_count == 1
     store.offer("front", raw)
     assert store.encoded("front").seq == 31 and store.encoded_count == 2
+    store.drop_latest()  # nobody watches any more: a later viewer gets no stale frame
+    assert store.encoded("front") is None
+    store.offer("front", raw)
+    assert store.encoded("front").seq == 32
     store.offer("wrist", b"\x00\x01\x00\x00garbage")
     assert store.encoded("wrist") is None and store.encode_errors == 1
 

@@ -39,7 +39,6 @@ async function init() {
   $("help-close").addEventListener("click", () => $("help").classList.add("hidden"));
   document.addEventListener("keydown", onKey);
   connect();
-  requestAnimationFrame(draw);
 }
 
 function connect() {
@@ -145,6 +144,7 @@ function onJson(msg) {
   }
   renderRecorder(msg.recorder);
   renderHealth(msg.nodes);
+  requestAnimationFrame(draw);
 }
 
 function addResult(ev) {
@@ -275,13 +275,14 @@ function buildCharts() {
   });
 }
 
+// Drawn once per state message (state_rate_hz), not per animation frame: a page left open
+// on the robot computer should cost it little.
 function draw() {
   updateCameraCaptions();
   if (last) {
     drawCharts();
     drawTimeline();
   }
-  requestAnimationFrame(draw);
 }
 
 function drawCharts() {

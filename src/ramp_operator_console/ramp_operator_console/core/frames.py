@@ -171,6 +171,12 @@ class FrameStore:
             self._latest[camera] = (seq, raw)
             self.received[camera] = seq
 
+    def drop_latest(self) -> None:
+        """Forget the latest frames (nobody watches; the next viewer must not get old ones)."""
+        with self._lock:
+            self._latest = {c: (seq, None) for c, (seq, _raw) in self._latest.items()}
+            self._cache.clear()
+
     def latest_seq(self, camera: str) -> int:
         """Sequence number of the camera's latest received frame (0 = none yet)."""
         with self._lock:
@@ -185,10 +191,10 @@ class FrameStore:
             with self._lock:
                 seq, raw = self._latest[camera]
                 cached = self._cache.get(camera)
-            if raw is None:
-                return None
             if cached is not None and cached.seq == seq:
                 return cached
+            if raw is None:
+                return None
             t0 = time.perf_counter()
             try:
                 image = parse_image_cdr(raw)
