@@ -20,6 +20,16 @@ if ! ldconfig -p | grep -q 'libEGL.so.1' || ! ldconfig -p | grep -q 'libOpenGL.s
   fi
 fi
 
+# Browser for the operator console's tests (selenium drives Debian's chromium headless).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing chromium + chromium-driver (apt; browser tests of the operator console)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    log "WARNING: chromium/chromedriver missing; the operator console's browser tests will skip"
+  fi
+fi
+
 # 1. virtual environment with pinned dependencies
 STAMP=.venv/.ramp-requirements.sha256
 WANT="$(cat requirements.txt requirements-train.txt constraints.txt | sha256sum | cut -d' ' -f1)"

@@ -29,6 +29,8 @@ ROSDEP_KEYS: dict[str, str | None] = {
     "can": "python3-can",
     "OpenGL": "python3-opengl",
     "matplotlib": "python3-matplotlib",
+    "aiohttp": "python3-aiohttp",
+    "selenium": "python3-selenium",
     "psutil": "python3-psutil",
     "lz4": "python3-lz4",
     "av": "python3-av",

@@ -26,6 +26,7 @@ KNOWN_NODE_PACKAGES = (
     "ramp_worldmodel_node",
     "ramp_policy_node",
     "ramp_hilr_teleop",
+    "ramp_operator_console",
 )
 """Used only where no ament index is available (sources on PYTHONPATH, not built)."""
 
