@@ -274,6 +274,10 @@ def test_health_rows_mark_stale_nodes_and_pick_rates_and_latencies():
     values = {"rate_hz": "15", "inference_ms_p50": "12.5", "inference_ms_p99": "20", "x": "1"}
     st.on_diagnostic("/worldmodel_node", "worldmodel_node", 0, "ok", values, 100.0)
     st.on_diagnostic("/policy_node", "policy_node", 2, "model failed", {}, 104.0)
+    viewer = Viewer()
+    assert len(st.snapshot(viewer, 105.0)["nodes"]) == 2
+    assert st.snapshot(viewer, 105.5)["nodes"] is None, "the node table at most once a second"
+    assert len(st.snapshot(viewer, 106.0)["nodes"]) == 2
     rows = {r["name"]: r for r in st.health(105.0)}
     assert rows["/worldmodel_node"]["level"] == "STALE"
     assert rows["/worldmodel_node"]["highlights"] == {"inference_ms_p50": "12.5", "rate_hz": "15"}

@@ -143,7 +143,7 @@ function onJson(msg) {
     while (chart[key].length && chart[key][0][0] < cut) chart[key].shift();
   }
   renderRecorder(msg.recorder);
-  renderHealth(msg.nodes);
+  if (msg.nodes) renderHealth(msg.nodes);
   requestAnimationFrame(draw);
 }
 

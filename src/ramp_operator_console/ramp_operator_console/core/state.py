@@ -28,6 +28,8 @@ from .commands import CommandResult
 
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR", STALE: "STALE"}
+NODES_PERIOD_S = 1.0
+"""A viewer gets the node table at most this often (s)."""
 
 
 def highlights(values: dict[str, str], limit: int = 6) -> dict[str, str]:
@@ -74,6 +76,7 @@ class Viewer:
     measured_cursor: int = 0
     command_cursor: int = 0
     event_cursor: int = 0
+    nodes_sent_s: float = float("-inf")
     first: bool = True
 
 
@@ -259,8 +262,15 @@ class ConsoleState:
         return rows
 
     def snapshot(self, viewer: Viewer, now: float) -> dict[str, Any]:
-        """JSON-able state for one viewer; advances its chart and event cursors."""
-        health = self.health(now)
+        """JSON-able state for one viewer; advances its chart and event cursors.
+
+        The node table (the bulk of a message; diagnostics come at ~1 Hz) is included at most
+        every ``NODES_PERIOD_S`` per viewer; ``nodes`` is None in the messages between.
+        """
+        health = None
+        if now - viewer.nodes_sent_s >= NODES_PERIOD_S:
+            health = self.health(now)
+            viewer.nodes_sent_s = now
         with self._lock:
             measured, viewer.measured_cursor = self._measured.since(viewer.measured_cursor)
             command, viewer.command_cursor = self._command.since(viewer.command_cursor)
