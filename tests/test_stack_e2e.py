@@ -27,6 +27,7 @@ from ramp_common.conversions import (
     sec_to_stamp,
 )
 from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
+from ramp_bringup.stack import stack_nodes
 from tests.rosutil import (
     SIM_CONFIG,
     NodeProcess,
@@ -92,8 +93,20 @@ def test_ramp_up_runs_the_loop_end_to_end(tmp_path):
 
     rows = decompose(report["diagnostics"], report["latency_ms"]["capture_to_first_command"])
     assert all(p50 is not None for _, p50, _, _ in rows), rows
-    assert len(set(report["pids"].values())) == len(report["nodes"]) == 8
+    assert len(set(report["pids"].values())) == len(report["nodes"]) == len(stack_nodes(SIM_CONFIG))
     assert set(report["exit_codes"].values()) == {0}, report["exit_codes"]
+
+    # The picture of the same run: rates against sim.yaml's, histograms of the kept samples.
+    from ramp_bringup.cli import main as ramp_main
+    from ramp_bringup.core.summary_plot import summary_plot_data
+
+    plot = tmp_path / "summary.png"
+    assert ramp_main(["summary", str(tmp_path / "report.json"), "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
+    data = summary_plot_data(report)
+    assert {r.topic: r.configured_hz for r in data.rates}["joint_command"] == 200.0
+    e2e = next(h for h in data.histograms if h.name == "capture_to_first_command")
+    assert e2e.samples_ms.size == min(report["latency_ms"]["capture_to_first_command"]["n"], 2000)
 
 
 def test_ramp_up_takes_parameter_overrides_as_ros_users_type_them(tmp_path):
@@ -113,18 +126,6 @@ def test_ramp_up_stops_when_the_robot_bridge_cannot_run(tmp_path):
     assert any("sim_bridge exited with code 1" in e for e in report["errors"]), report["errors"]
     assert "state_rate_hz" in stderr  # the bridge's own reason, prefixed with its name
     assert "Traceback" not in stderr
-
-    # The picture of the same run: rates against sim.yaml's, histograms of the kept samples.
-    from ramp_bringup.cli import main as ramp_main
-    from ramp_bringup.core.summary_plot import summary_plot_data
-
-    plot = tmp_path / "summary.png"
-    assert ramp_main(["summary", str(tmp_path / "report.json"), "--plot", str(plot)]) == 0
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
-    data = summary_plot_data(report)
-    assert {r.topic: r.configured_hz for r in data.rates}["joint_command"] == 200.0
-    e2e = next(h for h in data.histograms if h.name == "capture_to_first_command")
-    assert e2e.samples_ms.size == min(report["latency_ms"]["capture_to_first_command"]["n"], 2000)
 
 
 def test_separate_processes_flow_and_survive_malformed_messages(tmp_path):

@@ -172,6 +172,17 @@ def test_bridge_process_with_fake_arm_follows_commands_and_exits_cleanly(
         wait_for(lambda: probe.commands.get_subscription_count() > 0, 5.0, "joint_command match")
         probe.commands.publish(JointState(name=["joint1"], position=[0.3]))
         probe.commands.publish(JointState(name=JOINTS, position=[math.nan] * 7))
+        # both counted before the stream starts: under load a 200 Hz stream right behind them
+        # could push them out of the writer's history (KEEP_LAST 5) before they are delivered
+        wait_for(
+            lambda: (
+                bool(probe.diagnostics)
+                and int(probe.diagnostics[-1][2].get("commands_malformed", 0)) == 2
+            ),
+            10.0,
+            "both malformed commands counted",
+            bridge,
+        )
         target = [0.4, 0.6, -0.5, 0.2, -0.2, 0.3, 0.5]
         streamer.aim(target)
         wait_for(
