@@ -111,7 +111,9 @@ def fuzz_handler(stack, topic: str, kind: str, n: int, seed: int) -> dict:
     }
 
 
-def fuzz_campaign(n: int, workdir: Path, log, topics: tuple[str, ...] | None = None):
+def fuzz_campaign(
+    n: int, workdir: Path, log, topics: tuple[str, ...] | None = None, dds: str = "udp"
+):
     """Rows for bench/faults.py's table, and every handler's figures."""
     from tests.faultkit import SimStack
     from tests.rosutil import probe_node
@@ -119,7 +121,7 @@ def fuzz_campaign(n: int, workdir: Path, log, topics: tuple[str, ...] | None = N
     workdir.mkdir(parents=True)
     results = []
     with probe_node("fuzz_probe") as probe:
-        stack = SimStack(probe, workdir)
+        stack = SimStack(probe, workdir, dds=dds)
         try:
             if stack.wait_flowing(time.time(), 120.0) is None:
                 raise RuntimeError(f"the stack never flowed; see {workdir}/ramp_up.err")

@@ -30,7 +30,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from ramp_bringup.core.faults import hold_time, step_figures
 from ramp_common.qos import COMMAND_QOS, STATE_QOS
-from tests.rosutil import SIM_CONFIG, UDP_PROFILE, NodeProcess
+from tests.rosutil import ROOT, SIM_CONFIG, UDP_PROFILE, NodeProcess
 
 REQUIRED_NODES = ("sim_bridge", "intervention_arbiter")
 """Nodes whose exit stops the stack by design (docs/launch.md)."""
@@ -85,7 +85,16 @@ class Stream:
 class SimStack:
     """``ramp up --robot sim`` as a process, its node pids, and a probe recording its topics."""
 
-    def __init__(self, probe: Node, log_dir: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        probe: Node,
+        log_dir: Path,
+        extra: tuple[str, ...] = (),
+        dds: str = "udp",
+    ) -> None:
+        """``dds``: ``udp`` (fastdds_udp.xml, the discovery range of the environment) or
+        ``udp-loopback`` (bench/fastdds_udp_loopback.xml with the SUBNET range: no shared memory
+        at all, see that file)."""
         self.probe = probe
         self.log_dir = log_dir
         self.episodes_dir = log_dir / "episodes"
@@ -111,7 +120,11 @@ class SimStack:
             "reset": probe.create_client(Trigger, "sim/reset"),
         }
         profile = str(UDP_PROFILE)
-        env = dict(os.environ, FASTRTPS_DEFAULT_PROFILES_FILE=profile)
+        env = dict(os.environ)
+        if dds == "udp-loopback":
+            profile = str(ROOT / "bench/fastdds_udp_loopback.xml")
+            env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = profile
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
         args = [sys.executable, "-m", "ramp_bringup.cli", "up", "--robot", "sim"]
         args += ["--domain-id", os.environ["ROS_DOMAIN_ID"], "--dds-profile", profile]
@@ -182,13 +195,16 @@ class SimStack:
 
         Retried until ``timeout_s`` while the service does not answer: a respawned recorder's
         service exists a few seconds after its process, and a request sent before the client
-        matched the new server is lost. The recorder's notes (``<folder>; <old>: repaired ...``)
-        are kept in ``start_notes``.
+        matched the new server is lost (then the call is repeated). The recorder's notes
+        (``<folder>; <old>: repaired ...``) are kept in ``start_notes``.
         """
         deadline = time.monotonic() + timeout_s
         response = None
         while response is None and time.monotonic() < deadline:
-            response = self.call("start", Trigger.Request(), timeout_s=5.0)
+            # the whole remaining time for one call: a start that repairs the killed episode
+            # first can answer late, and a second request would find it already recording
+            remaining = max(deadline - time.monotonic(), 1.0)
+            response = self.call("start", Trigger.Request(), timeout_s=remaining)
         if response is None or not response.success:
             print(f"episode start failed: {response and response.message}", file=sys.stderr)
             return None
