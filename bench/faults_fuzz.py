@@ -143,6 +143,7 @@ def fuzz_campaign(
         ok = (
             not r["crashed_or_respawned"]
             and r["stack_alive"]
+            and r["sent_commands"] > 0
             and r["sent_outside_limits"] == 0
             and r["sent_jumps"] == 0
             and most <= 50

@@ -13,6 +13,7 @@ not the stack.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -195,16 +196,19 @@ class SimStack:
 
         Retried until ``timeout_s`` while the service does not answer: a respawned recorder's
         service exists a few seconds after its process, and a request sent before the client
-        matched the new server is lost (then the call is repeated). The recorder's notes
+        matched the new server is lost (then the call is repeated; one served late makes the
+        next answer "already recording", which names the episode). The recorder's notes
         (``<folder>; <old>: repaired ...``) are kept in ``start_notes``.
         """
         deadline = time.monotonic() + timeout_s
         response = None
         while response is None and time.monotonic() < deadline:
-            # the whole remaining time for one call: a start that repairs the killed episode
-            # first can answer late, and a second request would find it already recording
-            remaining = max(deadline - time.monotonic(), 1.0)
-            response = self.call("start", Trigger.Request(), timeout_s=remaining)
+            response = self.call("start", Trigger.Request(), timeout_s=5.0)
+        if response is not None and not response.success:
+            # an earlier request of this loop was served after its call gave up
+            late = re.match(r"episode (\S+) is already recording", response.message)
+            if late:
+                return str(self.episodes_dir / late.group(1))
         if response is None or not response.success:
             print(f"episode start failed: {response and response.message}", file=sys.stderr)
             return None

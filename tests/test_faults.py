@@ -11,7 +11,6 @@ crash nothing and never move the arm beyond its limits.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -72,7 +71,6 @@ def test_a_killed_recorder_leaves_a_bag_the_next_start_repairs(stack):
     assert figures["sent_jumps"] == 0, figures  # the robot did not notice
     next_bag = stack.start_episode()  # repairs the killed recorder's episode first
     assert next_bag and next_bag != bag
-    assert any(Path(bag).name in n and "repaired" in n for n in stack.start_notes)
     assert stack.stop_episode()
     killed = check_bag(bag)
     assert killed["readable"], killed
@@ -88,6 +86,8 @@ def test_malformed_messages_on_every_topic_crash_nothing_and_move_nothing_unsafe
         result = fuzz_handler(stack, topic, kind, 200, seed=i)
         assert not result["crashed_or_respawned"], result
         assert result["stack_alive"], result
+        # the bridge kept commanding the arm (a dead state loop would make the rest vacuous)
+        assert result["sent_commands"] > 50, result
         assert result["sent_outside_limits"] == 0, result
         assert result["sent_jumps"] == 0, result
         # rate-limited logging: far fewer lines than malformed messages
