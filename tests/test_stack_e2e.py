@@ -21,13 +21,13 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
+from ramp_bringup.stack import stack_nodes
 from ramp_common.conversions import (
     numpy_to_image,
     numpy_to_trajectory,
     sec_to_stamp,
 )
 from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
-from ramp_bringup.stack import stack_nodes
 from tests.rosutil import (
     SIM_CONFIG,
     NodeProcess,

@@ -273,3 +273,21 @@ def test_invalid_construction_and_measured_pose_are_refused() -> None:
         SafetyFilter(LIMITS, DT, command_timeout_s=0.0)
     with pytest.raises(ValueError, match="unusable"):
         make_filter().output(0.0, np.array([0.0, np.nan, 0.0]))
+
+
+@pytest.mark.parametrize("scale", [1e6, 1e200, np.finfo(np.float64).max])
+def test_huge_finite_targets_streamed_are_clipped_and_never_break_the_filter(scale) -> None:
+    # Found by bench/faults.py (malformed joint_command): finite but huge targets streamed
+    # 5 ms apart made the stream's velocity estimate overflow to inf; the output went NaN and
+    # the sim bridge's state loop died ("target is not finite"), the node process still alive.
+    safety = make_filter()
+    outputs = []
+    for k in range(400):
+        sign = 1.0 if k % 2 else -1.0
+        safety.command(np.array([sign * scale, -sign * scale, sign * scale]), k * DT, k * DT)
+        outputs.append(safety.output(k * DT, REST))
+    outputs = np.array(outputs)
+    assert np.all(np.isfinite(outputs))
+    assert_feasible(outputs, REST)
+    safety.command(np.array([0.2, -0.4, 0.05]), 400 * DT, 400 * DT)
+    assert np.all(np.isfinite(run(safety, 200, 400 * DT)))

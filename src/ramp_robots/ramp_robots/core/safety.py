@@ -149,6 +149,10 @@ class SafetyFilter:
             if reason is not None:
                 self._counts["rejected"] += 1
                 return reason
+            # The output is clipped to the range anyway; clipping the target here keeps the
+            # stream's velocity estimate finite (float64-max targets 5 ms apart overflowed it
+            # to inf, the output went NaN and the bridge's state loop died: bench/faults.py).
+            arr = np.clip(arr, self._limits.lower, self._limits.upper)
             self._command_velocity = np.zeros(self._limits.dof)
             self._command_interval = 0.0
             if self._command is not None:
