@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import signal
 import sys
@@ -72,6 +73,8 @@ class StopSignals:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.received: list[str] = []
+        self.on_first: Callable[[], None] | None = None
+        """Called (in the main thread) when the first stop signal arrives."""
         self._parent_pid = os.getppid()
 
     def install(self) -> StopSignals:
@@ -93,7 +96,10 @@ class StopSignals:
         self.received.append(signal.Signals(signum).name)
         if os.getppid() != self._parent_pid:
             _silence_output()  # our parent (launch) is gone and nobody reads our pipes
+        first = not self.event.is_set()
         self.event.set()
+        if first and self.on_first is not None:
+            self.on_first()
 
 
 def _silence_output() -> None:
@@ -139,29 +145,34 @@ def _shutdown_timeout_s() -> float:
 
 
 class _ShutdownGuard:
-    """Ends the process (exit 3, naming the step) if clean-up takes longer than its bound."""
+    """Ends the process (exit 3, naming the step, with every thread's stack) if the stop takes
+    longer than its bound, counted from the first stop signal (or from the start of clean-up
+    when the loop ended otherwise): a callback that never returns cannot hold the node up."""
 
     def __init__(self, node_name: str, timeout_s: float) -> None:
-        self.step = "stopping"
+        self.step = "spin loop: a callback has not returned"
         self._name = node_name
         self._timeout = timeout_s
         self._timer = threading.Timer(timeout_s, self._expire)
         self._timer.daemon = True
+        self._started = False
 
-    def __enter__(self) -> _ShutdownGuard:
-        self._timer.start()
-        return self
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._timer.start()
 
-    def __exit__(self, *_exc: object) -> None:
+    def cancel(self) -> None:
         self._timer.cancel()
 
     def _expire(self) -> None:
         try:
             sys.stderr.write(
-                f"[{self._name}] clean-up did not finish within {self._timeout:.1f} s "
-                f"(stuck in: {self.step}); exiting {EXIT_SHUTDOWN_HUNG}\n"
+                f"[{self._name}] stop did not finish within {self._timeout:.1f} s "
+                f"(stuck in: {self.step}); exiting {EXIT_SHUTDOWN_HUNG}; thread stacks:\n"
             )
             sys.stderr.flush()
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         finally:
             os._exit(EXIT_SHUTDOWN_HUNG)
 
@@ -172,8 +183,9 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
     SIGINT (once, twice, to the process or its group), SIGTERM and SIGHUP all end it the same
     way: the spin loop stops between callbacks, then ``node.close()`` (when it has one),
     ``destroy_node`` and the context shutdown run once, within ``RAMP_SHUTDOWN_TIMEOUT_S``
-    (default 4 s; past it the process exits 3 naming the step that hung). A clean stop exits 0
-    with no traceback; a start-up error is logged and returns 1.
+    (default 4 s from the first signal, a callback that never returns included; past it the
+    process exits 3 naming the step that hung and printing every thread's stack). A clean stop
+    exits 0 with no traceback; a start-up error is logged and returns 1.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = StopSignals().install()
@@ -193,6 +205,8 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
     # spinning for minutes), which starves every other process on a small robot computer.
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    guard = _ShutdownGuard(node.get_name(), _shutdown_timeout_s())
+    stop.on_first = guard.start
     try:
         # spin_once returns at least every 0.1 s, so a stop signal ends the loop within that.
         while not stop.event.is_set() and rclpy.ok():
@@ -206,15 +220,16 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
             raise
     finally:
         stop.ignore_further()
-        with _ShutdownGuard(node.get_name(), _shutdown_timeout_s()) as guard:
-            close = getattr(node, "close", None)
-            if callable(close):
-                guard.step = f"{type(node).__name__}.close()"
-                close()
-            guard.step = "executor shutdown"
-            executor.shutdown(timeout_sec=1.0)
-            guard.step = "destroy_node"
-            node.destroy_node()
-            guard.step = "context shutdown"
-            rclpy.try_shutdown()
+        guard.start()
+        close = getattr(node, "close", None)
+        if callable(close):
+            guard.step = f"{type(node).__name__}.close()"
+            close()
+        guard.step = "executor shutdown"
+        executor.shutdown(timeout_sec=1.0)
+        guard.step = "destroy_node"
+        node.destroy_node()
+        guard.step = "context shutdown"
+        rclpy.try_shutdown()
+        guard.cancel()
     return 0

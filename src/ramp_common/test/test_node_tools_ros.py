@@ -28,6 +28,7 @@ from std_msgs.msg import String
 from ramp_common.node_tools import run_node
 
 HANG_IN_CLOSE = len(sys.argv) > 1 and sys.argv[1] == "hang"
+STUCK_CALLBACK = len(sys.argv) > 1 and sys.argv[1] == "stuck"
 
 class Busy(Node):
     def __init__(self):
@@ -40,6 +41,8 @@ class Busy(Node):
         self.ticks += 1
         if self.ticks == 1:
             print("in callback", flush=True)
+        if STUCK_CALLBACK:
+            __import__("threading").Event().wait()  # e.g. a lock a dead thread holds
         time.sleep(0.3)  # a callback busy when the signal comes (a render, a DDS call)
         self.pub.publish(String(data="late"))
 
@@ -102,6 +105,18 @@ def test_a_hung_clean_up_is_bounded_and_named(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 10.0
     assert proc.returncode == 3, err
     assert "Busy.close()" in err, err
+
+
+def test_a_callback_that_never_returns_cannot_hold_the_stop_up(tmp_path: Path) -> None:
+    env = dict(os.environ, RAMP_SHUTDOWN_TIMEOUT_S="1.0")
+    proc = _start(tmp_path, "stuck", env=env)
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = _finish(proc)
+    assert time.monotonic() - t0 < 10.0
+    assert proc.returncode == 3, err
+    assert "a callback has not returned" in err, err
+    assert "tick" in err, err  # the stacks show where: Busy.tick
 
 
 def test_the_node_ends_with_the_process_that_launched_it(tmp_path: Path) -> None:
