@@ -29,8 +29,8 @@ pytestmark = [
     pytest.mark.skipif(
         importlib.util.find_spec("launch_ros") is None
         or importlib.util.find_spec("ros2launch") is None,
-        reason="ros2 launch is not installed: run scripts/setup.sh where ../shared/ros2-launch "
-        "exists, or `bash ../shared/ros2-launch/install.sh .venv`, or source a ROS 2 install",
+        reason="ros2 launch is not installed: source a ROS 2 install (Humble/Jazzy), or run "
+        "scripts/setup.sh on a development machine that provides the launch system",
     ),
 ]
 

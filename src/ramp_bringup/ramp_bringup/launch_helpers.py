@@ -4,7 +4,8 @@ One process per node, from the same :class:`~ramp_bringup.core.plan.StackPlan` t
 runs: the node list comes from the chosen ``config`` at launch time, parameters and DDS
 environment are the runner's, a node whose ``on_exit`` is ``shutdown`` (the robot bridge, the
 arbiter) ends the launch when it exits, the others respawn. Needs the ``launch`` and
-``launch_ros`` packages of a ROS 2 install (Humble or Jazzy), or ``../shared/ros2-launch``.
+``launch_ros`` packages of a ROS 2 install (Humble or Jazzy; ``scripts/setup.sh`` adds them on
+the development machines).
 """
 
 from __future__ import annotations
