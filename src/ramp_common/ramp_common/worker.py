@@ -3,6 +3,11 @@
 Subscription callbacks only store their message and ``poke()`` the worker; the model runs on
 this thread, so inference never blocks a callback and starts as soon as new input arrives
 (no waiting for the next timer tick), at most once per ``min_period_s``.
+
+Only a body run that did work (returned True, e.g. ran an inference) uses up the rate slot: a
+wake-up that found nothing to do (an incomplete frame set, a repeated observation, a replan that
+is not due yet) leaves the next input free to start at once. Before this rule a no-op poll could
+delay the next real input by a whole period (seen: the policy waited 34 ms p50 at 10 Hz).
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from collections.abc import Callable
 
 
 class TriggeredWorker:
-    """Runs ``body()`` after each ``poke()`` (or every ``max_wait_s``), at most every period."""
+    """Runs ``body()`` after each ``poke()`` (or every ``max_wait_s``); runs that did work
+    (``body()`` returned True) start at most every ``min_period_s`` seconds."""
 
     def __init__(
-        self, body: Callable[[], None], min_period_s: float, max_wait_s: float, name: str
+        self, body: Callable[[], bool], min_period_s: float, max_wait_s: float, name: str
     ) -> None:
         self._body = body
         self._min_period_s = min_period_s
@@ -50,9 +56,10 @@ class TriggeredWorker:
             wait = self._min_period_s - (time.monotonic() - last)
             if wait > 0 and self._stop.wait(wait):
                 break
-            last = time.monotonic()
+            started = time.monotonic()
             try:
-                self._body()
+                if self._body():
+                    last = started
             except Exception as exc:  # the owner reports it in diagnostics
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -75,3 +75,45 @@ class ObservationBuffer:
             raise StaleInputError(f"stale inputs (max age {max_age_s * 1e3:.0f} ms): {ages}")
         stamp = min(s.stamp for s in latest.values())
         return Observation(stamp=stamp, samples=latest)
+
+
+class FrameSetGate:
+    """Holds an inference until every trigger input has a new sample (a complete frame set).
+
+    Cameras of one rig deliver their frames of one instant a few ms apart (the simulator's two
+    renders, two USB cameras). Running on the first arrival would pair a new frame with the other
+    camera's previous one: the observation stamp (the oldest sample) would be a frame period old,
+    and the next arrival would run the model again for almost the same input. The gate opens when
+    every key in ``keys`` has a sample newer than the one the last inference used, or
+    ``sync_timeout_s`` after the first new sample (a slow or dead camera delays inference by at
+    most that; the age check of :class:`ObservationBuffer` then decides). Not thread-safe: the
+    inference thread owns it.
+    """
+
+    def __init__(self, keys: Iterable[str], sync_timeout_s: float) -> None:
+        self._keys = tuple(keys)
+        self._sync_timeout_s = sync_timeout_s
+        self._used: dict[str, float] = {}
+        self._pending_since: float | None = None
+
+    def ready(self, obs: Observation, now: float) -> bool:
+        """Whether ``obs`` (taken at ``now``, s) should be run: complete, or waited long enough."""
+        fresh = [
+            k
+            for k in self._keys
+            if k in obs.samples and obs.samples[k].stamp > self._used.get(k, -float("inf"))
+        ]
+        if not fresh:
+            return False
+        if len(fresh) == len(self._keys):
+            return True
+        if self._pending_since is None:
+            self._pending_since = now
+        return now - self._pending_since >= self._sync_timeout_s
+
+    def used(self, obs: Observation) -> None:
+        """Record the samples an inference consumed."""
+        for key in self._keys:
+            if key in obs.samples:
+                self._used[key] = obs.samples[key].stamp
+        self._pending_since = None

@@ -59,7 +59,12 @@ from ramp_common.worker import TriggeredWorker
 from ramp_models.hot_swap import HotSwap, check_same_interface
 from ramp_models.inputs import JOINT_KEY, WM_KEY, InputPlan, camera_key, observation_id
 from ramp_models.model_card import ModelCard, ModelCardError, check_against_robot
-from ramp_models.observation import Observation, ObservationBuffer, StaleInputError
+from ramp_models.observation import (
+    FrameSetGate,
+    Observation,
+    ObservationBuffer,
+    StaleInputError,
+)
 from ramp_models.onnx_runtime import LoadedModel, NonFiniteOutputError, load_model
 
 
@@ -81,6 +86,14 @@ def model_node_params(label: str, rate_hz: float, rate_description: str) -> tupl
             "CPUExecutionProvider).",
         ),
         Param("rate_hz", rate_hz, rate_description, unit="Hz", positive=True),
+        Param(
+            "input_sync_s",
+            0.05,
+            "With several trigger inputs (cameras): wait for a new sample of every one, at most "
+            "this long after the first, so one inference sees one frame set.",
+            unit="s",
+            low=0.0,
+        ),
         Param(
             "max_input_age_s",
             0.25,
@@ -155,6 +168,7 @@ class ModelNode(Node):
         self._inputs = ObservationBuffer(plan.keys)
         self._wm_shape = plan.wm_shape
         self._trigger_keys = plan.trigger_keys
+        self._gate = FrameSetGate(sorted(plan.trigger_keys), float(self.params["input_sync_s"]))
         self._last_id: tuple | None = None
 
         self._health = NodeHealth()
@@ -340,22 +354,26 @@ class ModelNode(Node):
         self._put(camera_key(camera), stamp_to_sec(msg.header.stamp), frame)
 
     # -- inference ------------------------------------------------------------------------------
-    def _tick(self) -> None:
+    def _tick(self) -> bool:
+        """One wake-up of the inference thread; True when it ran the model (uses a rate slot)."""
         setup, switched = self._swap.take()
         if switched:
             self._set_model_health(setup)
             self.get_logger().info(f"now running {self.LABEL} {setup.model.model_id}")
         now = time.time()
         if not self._due(now):
-            return
+            return False
         try:
             obs = self._inputs.observation(now, self._max_age_s)
         except StaleInputError as exc:
             self._health.set_status(WARN, f"waiting: {exc}")
-            return
+            return False
         obs_id = observation_id(obs)
         if obs_id == self._last_id:
-            return  # nothing new since the last inference
+            return False  # nothing new since the last inference
+        if not self._gate.ready(obs, now):
+            return False  # the rest of the frame set is on its way
+        self._gate.used(obs)
         self._last_id = obs_id
         self._time_inputs(now)
         feeds = setup.inputs.feeds(obs)
@@ -366,7 +384,7 @@ class ModelNode(Node):
             self._health.count("nonfinite_outputs")
             self._health.set_status(ERROR, f"{self.LABEL} output not finite: {exc}")
             self._log_once.error("nan", f"{self.LABEL} produced non-finite output, dropped: {exc}")
-            return
+            return True
         inferred = time.perf_counter()
         self._inference_ms.add(inferred - start)
         self._hops.add("inference", inferred - start)
@@ -375,6 +393,7 @@ class ModelNode(Node):
         self._age.add(time.time() - obs.stamp)
         self._rate.tick()
         self._health.set_status(OK, "running")
+        return True
 
     def _time_inputs(self, start: float) -> None:
         """Hops of the newest trigger input: its delay from its stamp, its wait until ``start``."""
