@@ -1,19 +1,30 @@
-"""End-to-end latency and rates of the stack on the simulated arm, per process layout.
+"""End-to-end latency and rates of the stack on the simulated arm, per case, in one run.
 
-Runs ``ramp up --robot sim`` for ``--duration`` seconds once per layout, in one run: one process
-per node (the production layout, the default; the same processes ``ros2 launch`` starts) and
-every node in one process (``--single-process``). For each it prints the topic rates, p50/p99 of
-capture -> wm_state -> chunk -> first joint command (all measured from the capture stamp of the
-oldest frame used), the model inference times, and the stack's own overhead (latency minus model
-inference time) as a fraction of a 33 ms frame period; then the ratios of the single-process
-layout to the process-per-node one (the baseline, measured in the same run).
+Runs ``ramp up --robot sim`` for ``--duration`` seconds once per case (``--cases``):
+
+- ``process-per-node``: the production layout (the processes ``ros2 launch`` starts), shipped
+  rates (world model 15 Hz, policy 10 Hz) -- the baseline of the ratios;
+- ``single-process``: every node in one process (``--single-process``);
+- ``low-latency``: process per node, the low-latency configuration (:data:`LOW_LATENCY`);
+- ``low-latency-loaded``: the same while an episode records (``ramp/episode/start``) and an
+  outside subscriber (this process) reads every camera.
+
+For each it prints the topic rates, p50/p99 of capture -> wm_state -> chunk -> first joint
+command (all from the capture stamp of the oldest frame used), the model inference times, the
+stack's own overhead (latency minus inference), the hop-by-hop decomposition, and the ratios of
+every case to the first one (measured in the same run).
+
+``--camera-stamp delivery`` stamps the simulator's frames when their render is done (like a
+V4L2 end-of-frame timestamp) instead of with the physics snapshot they show: the latency then
+counts what the stack adds after a camera delivers a frame, without the software render.
 
 With ``--pair reference`` the stack runs the reference model pair of realistic cost instead of
 the demo pair (exported on first use: ``ramp-train export-demo --preset reference``), with the
 RTC executor's committed prefix set to ``--inference-delay`` s.
 
-    python bench/e2e_latency.py [--duration 30] [--layouts process-per-node single-process]
-                                [--pair demo|reference] [--inference-delay 0.1]
+    python bench/e2e_latency.py [--duration 30] [--cases process-per-node single-process ...]
+                                [--camera-stamp snapshot|delivery] [--pair demo|reference]
+                                [--inference-delay 0.1]
 """
 
 from __future__ import annotations
@@ -24,16 +35,24 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from ramp_common.hops import decompose
 
 FRAME_PERIOD_MS = 1000.0 / 30.0
-LOW_LATENCY = ["-p", "worldmodel_node.rate_hz:=30.0", "-p", "policy_node.rate_hz:=30.0"]
-"""The low-latency configuration: inference caps at the camera rate, so the world model runs on
-each new frame set and the policy on each new latent (the workers take the newest input and
-never queue)."""
-LAYOUTS = {"process-per-node": [], "single-process": ["--single-process"]}
+LOW_LATENCY = ["-p", "worldmodel_node.rate_hz:=60.0", "-p", "policy_node.rate_hz:=60.0"]
+"""The low-latency configuration: inference caps at twice the camera rate, so they never bind on
+a 30 Hz frame stream: the world model runs on each complete frame set and the policy on each new
+latent, as soon as it arrives (the workers take the newest input and never queue)."""
+CASES = {
+    "process-per-node": [],
+    "single-process": ["--single-process"],
+    "low-latency": LOW_LATENCY,
+    "low-latency-loaded": LOW_LATENCY,
+}
+LOADED = {"low-latency-loaded"}
 STAGES = ("capture_to_wm_state", "capture_to_chunk", "capture_to_first_command")
 RATE_TOPICS = ("camera/front/image_raw", "camera/wrist/image_raw", "joint_states", "joint_command")
 
@@ -61,15 +80,96 @@ def pair_overrides(pair: str, inference_delay_s: float | None) -> list[str]:
     return out
 
 
-def run_layout(layout: str, duration_s: float, domain_id: int, extra: list[str]) -> dict:
-    """One ``ramp up`` run; its health report."""
+class OutsideLoad:
+    """Records an episode and reads every camera from outside the stack, while it runs."""
+
+    def __init__(self, domain_id: int, cameras: tuple[str, ...] = ("front", "wrist")) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import Image
+        from std_srvs.srv import SetBool, Trigger
+
+        from ramp_common.qos import SENSOR_QOS
+
+        os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+        self._context = rclpy.Context()
+        rclpy.init(context=self._context)
+        self._node = rclpy.create_node("bench_outside_load", context=self._context)
+        self.frames = dict.fromkeys(cameras, 0)
+        for cam in cameras:
+            self._node.create_subscription(
+                Image, f"camera/{cam}/image_raw", lambda _m, c=cam: self._count(c), SENSOR_QOS
+            )
+        self._start = self._node.create_client(Trigger, "ramp/episode/start")
+        self._stop = self._node.create_client(SetBool, "ramp/episode/stop")
+        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor.add_node(self._node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._running = True
+        self._thread.start()
+        self.episode = ""
+
+    def _count(self, camera: str) -> None:
+        self.frames[camera] += 1
+
+    def _spin(self) -> None:
+        while self._running:
+            self._executor.spin_once(timeout_sec=0.1)
+
+    def _call(self, client, request, timeout_s: float):
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            return None
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout_s
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return future.result() if future.done() else None
+
+    def start_episode(self, timeout_s: float = 30.0) -> None:
+        from std_srvs.srv import Trigger
+
+        result = self._call(self._start, Trigger.Request(), timeout_s)
+        self.episode = "" if result is None else result.message
+        print(f"  episode start: {self.episode or 'no answer'}", file=sys.stderr)
+
+    def close(self) -> None:
+        from std_srvs.srv import SetBool
+
+        self._call(self._stop, SetBool.Request(data=True), 5.0)
+        self._running = False
+        self._thread.join(2.0)
+        self._executor.shutdown()
+        self._node.destroy_node()
+        self._context.try_shutdown()
+
+
+def run_case(case: str, duration_s: float, domain_id: int, extra: list[str]) -> dict:
+    """One ``ramp up`` run; its health report (plus the outside load's frame counts)."""
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "ramp_bringup.cli", "up", "--robot", "sim"]
         cmd += ["--duration", str(duration_s), "--report", str(report_path)]
-        cmd += ["--domain-id", str(domain_id), *LAYOUTS[layout], *extra]
-        subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
-        return json.loads(report_path.read_text())
+        cmd += ["--domain-id", str(domain_id), *CASES[case], *extra]
+        if case in LOADED:
+            cmd += ["-p", f"episode_recorder.output_dir:={tmp}/episodes"]
+        proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        load = OutsideLoad(domain_id) if case in LOADED else None
+        try:
+            if load is not None:
+                load.start_episode()
+            if proc.wait() != 0:
+                raise SystemExit(f"ramp up failed in case {case} (exit {proc.returncode})")
+        finally:
+            if load is not None:
+                load.close()
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(15)
+        report = json.loads(report_path.read_text())
+        if load is not None:
+            report["outside_frames"] = dict(load.frames)
+            report["episode"] = load.episode
+        return report
 
 
 def figures(report: dict) -> dict:
@@ -88,6 +188,9 @@ def figures(report: dict) -> dict:
     if e2e:
         out["overhead_ms_p50"] = e2e["p50"] - wm_ms - policy_ms
     out["command_smoothness"] = report.get("command_smoothness", {})
+    if "outside_frames" in report:
+        out["outside_frames"] = report["outside_frames"]
+        out["episode"] = report["episode"]
     out["hops"] = [list(row) for row in decompose(report.get("diagnostics", {}), e2e)]
     return out
 
@@ -114,9 +217,16 @@ def print_table(results: dict[str, dict]) -> None:
             p50_text = "      -" if p50 is None else f"{p50:7.1f}"
             p99_text = "" if p99 is None else f"  p99 {p99:7.1f}"
             print(f"  {stage:56s} p50 {p50_text}{p99_text}  ({how})")
-    if len(layouts) >= 2:
-        base, other = results[layouts[0]], results[layouts[1]]
-        print(f"\nratios {layouts[1]} / {layouts[0]} (the baseline, same run):")
+    for name in layouts:
+        if "outside_frames" in results[name]:
+            print(
+                f"\n{name}: outside subscriber got {results[name]['outside_frames']} frames; "
+                f"episode: {results[name]['episode'] or 'not started'}"
+            )
+    base = results[layouts[0]]
+    for name in layouts[1:]:
+        other = results[name]
+        print(f"\nratios {name} / {layouts[0]} (the baseline, same run):")
         for topic in RATE_TOPICS:
             b = base["rates_hz"][topic] or float("nan")
             print(f"  rate {topic:28s} {other['rates_hz'][topic] / b:6.2f}")
@@ -130,13 +240,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 61)))
-    parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=list(CASES),
+        default=["process-per-node", "single-process"],
+        help="what to run (the first is the baseline of the ratios)",
+    )
     parser.add_argument("--pair", choices=("demo", "reference"), default="demo")
     parser.add_argument(
-        "--low-latency",
-        action="store_true",
-        help="world model and policy capped at the camera rate (30 Hz) instead of 15 / 10 Hz: "
-        "each runs as soon as a new input arrives",
+        "--camera-stamp",
+        choices=("snapshot", "delivery"),
+        default="snapshot",
+        help="sim_bridge.camera_stamp: 'delivery' leaves the software render out of the latency",
     )
     parser.add_argument(
         "--inference-delay", type=float, default=None, help="chunk_executor.inference_delay_s"
@@ -144,18 +260,15 @@ def main() -> int:
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
     extra = pair_overrides(args.pair, args.inference_delay)
-    if args.low_latency:
-        extra += LOW_LATENCY
+    extra += ["-p", f"sim_bridge.camera_stamp:={args.camera_stamp}"]
     results = {}
-    for layout in args.layouts:
-        results[layout] = figures(run_layout(layout, args.duration, args.domain_id, extra))
-    mode = "low-latency" if args.low_latency else "shipped rates"
-    print(f"stack on sim, {args.pair} model pair, {mode}, {args.duration:.0f} s per layout")
-    print_table(results)
+    for case in args.cases:
+        results[case] = figures(run_case(case, args.duration, args.domain_id, extra))
     print(
-        "(latency includes waiting for the next encoder/policy tick: at 15 Hz and 10 Hz that "
-        "alone averages ~33 + 50 ms)"
+        f"stack on sim, {args.pair} model pair, camera stamp = {args.camera_stamp}, "
+        f"{args.duration:.0f} s per case"
     )
+    print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -8,8 +8,11 @@ Each stage times itself on its own clock and reports percentiles in its diagnost
   inference: rate cap, busy worker, input synchronisation), ``inference``, ``publish`` (building
   and publishing the output);
 - chunk executor: ``chunk_arrival`` (arrival of a chunk minus its observation stamp = capture ->
-  executor, both on the robot computer's clock) and ``align`` (arrival to the first control tick
-  that uses it).
+  executor, both on the robot computer's clock), ``align`` (arrival to the first control tick
+  that uses it) and ``capture_to_tick`` (that tick minus the observation stamp: capture -> the
+  first command computed from the frame, per chunk, on one clock);
+- intervention arbiter: ``forward`` (a policy command's stamp = the executor's tick -> the
+  arbiter's next tick that publishes ``joint_command``: transport plus tick alignment).
 
 :func:`decompose` turns them, with the monitor's end-to-end figure, into one table. Stamps are
 wall-clock seconds from the stage that captured the input; a hop between two computers is only
@@ -69,6 +72,7 @@ def decompose(
         return None
 
     wm, policy, executor = node("worldmodel_node"), node("policy_node"), node("chunk_executor")
+    arbiter = node("intervention_arbiter")
 
     def hop(diag: Mapping[str, Any] | None, name: str) -> tuple[float | None, float | None]:
         return _value(diag, f"{PREFIX}{name}_ms_p50"), _value(diag, f"{PREFIX}{name}_ms_p99")
@@ -89,14 +93,18 @@ def decompose(
     arrival = hop(executor, "chunk_arrival")
     rows.append(("policy -> executor transport", minus(arrival[0], policy_age), None, "derived"))
     rows.append(("executor: control-tick alignment", *hop(executor, "align"), "measured"))
-    e2e_p50, e2e_p99 = end_to_end_ms.get("p50"), end_to_end_ms.get("p99")
     rows.append(
         (
-            "executor -> arbiter -> joint_command (tick + transport)",
-            minus(minus(e2e_p50, arrival[0]), hop(executor, "align")[0]),
-            None,
-            "derived",
+            "capture -> executor's first command (per chunk)",
+            *hop(executor, "capture_to_tick"),
+            "measured",
         )
     )
+    e2e_p50, e2e_p99 = end_to_end_ms.get("p50"), end_to_end_ms.get("p99")
+    forward = hop(arbiter, "forward")
+    if forward[0] is not None:
+        rows.append(
+            ("executor -> arbiter -> joint_command (transport + tick)", *forward, "measured")
+        )
     rows.append(("capture -> first command (monitor)", e2e_p50, e2e_p99, "measured"))
     return rows

@@ -36,14 +36,18 @@ def test_decompose_adds_up_to_the_monitored_latency():
         "/chunk_executor": diag(
             hop_chunk_arrival_ms_p50=59.5, hop_chunk_arrival_ms_p99=120.0,
             hop_align_ms_p50=2.5, hop_align_ms_p99=5.0,
+            hop_capture_to_tick_ms_p50=62.0, hop_capture_to_tick_ms_p99=124.0,
         ),
+        "/intervention_arbiter": diag(hop_forward_ms_p50=6.0, hop_forward_ms_p99=9.0),
     }  # fmt: skip
     rows = decompose(diagnostics, {"p50": 68.0, "p99": 130.0})
     by_stage = {stage: (p50, p99) for stage, p50, p99, _ in rows}
     assert by_stage["world model -> policy transport"] == (1.5, None)
     assert by_stage["policy -> executor transport"] == (1.5, None)
-    assert by_stage["executor -> arbiter -> joint_command (tick + transport)"] == (6.0, None)
-    parts = [p50 for stage, p50, _, _ in rows[:-1]]
+    assert by_stage["executor -> arbiter -> joint_command (transport + tick)"] == (6.0, 9.0)
+    per_chunk = "capture -> executor's first command (per chunk)"
+    assert by_stage[per_chunk] == (62.0, 124.0)
+    parts = [p50 for stage, p50, _, _ in rows[:-1] if stage != per_chunk]
     # the two publish hops (0.5 ms each, inside the ages) are the only time not in a row
     assert sum(parts) == pytest.approx(68.0 - 1.0)
     assert rows[-1] == ("capture -> first command (monitor)", 68.0, 130.0, "measured")

@@ -37,6 +37,7 @@ from ramp_common.conversions import (
     stamp_to_sec,
 )
 from ramp_common.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, NodeHealth
+from ramp_common.hops import HopTimer
 from ramp_common.node_tools import LogOnce, run_node
 from ramp_common.params import Param, ParamSet, joint_limit_params, joint_limits
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
@@ -101,6 +102,9 @@ class InterventionArbiterNode(Node):
             auto_takeover_threshold=threshold,
         )
         self._health = NodeHealth()
+        self._hops = HopTimer(("forward",))
+        self._policy_sent_at: float | None = None
+        """Stamp (the executor's tick time, s) of the newest policy command not yet forwarded."""
         self._log_once = LogOnce(self)
         self._edges = ButtonEdges()
         self._published_version = -1
@@ -148,7 +152,9 @@ class InterventionArbiterNode(Node):
     def _on_policy(self, msg: JointState) -> None:
         try:
             q = joint_state_positions(msg, self._names)
-            self._arbiter.policy_command(q, time.time(), sent_at=stamp_to_sec(msg.header.stamp))
+            sent_at = stamp_to_sec(msg.header.stamp)
+            self._arbiter.policy_command(q, time.time(), sent_at=sent_at)
+            self._policy_sent_at = sent_at
         except (MessageError, ValueError) as exc:
             self._health.count("policy_commands_rejected")
             self._log_once.warn("policy", f"rejecting ramp/policy_command: {exc}")
@@ -266,6 +272,9 @@ class InterventionArbiterNode(Node):
         command = self._arbiter.step(now)
         if command is not None:
             self._command_pub.publish(make_joint_state(self._names, command, sec_to_stamp(now)))
+            sent_at, self._policy_sent_at = self._policy_sent_at, None
+            if sent_at is not None:  # the executor's tick -> this tick, transport included
+                self._hops.add("forward", now - sent_at)
         status = self._arbiter.status()
         if status.version != self._published_version:
             self._publish_status(status)
@@ -284,6 +293,7 @@ class InterventionArbiterNode(Node):
         for key, value in self._loop.jitter.percentiles_ms().items():
             self._health.set_value(f"loop_jitter_ms_{key}", value)
         self._health.set_value("loop_overruns", self._loop.overruns)
+        self._hops.report(self._health)
         status = self._arbiter.status()
         if self._loop.errors:
             self._log_once.error("loop", f"control loop failed: {self._loop.last_error}")

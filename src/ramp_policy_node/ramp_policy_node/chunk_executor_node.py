@@ -128,8 +128,9 @@ class ChunkExecutorNode(Node):
         )
         self.create_service(Trigger, "ramp/executor/reset", self._on_reset, callback_group=group)
         self._pub = self.create_publisher(JointState, command_topic, COMMAND_QOS)
-        self._hops = HopTimer(("chunk_arrival", "align"))
-        self._pending_arrival: float | None = None
+        self._hops = HopTimer(("chunk_arrival", "align", "capture_to_tick"))
+        self._pending_arrival: tuple[float, float] | None = None
+        """(arrival wall time, observation stamp) of the newest chunk no tick has used yet, s."""
         self._loop = RateLoop(1.0 / rate, self._control_tick, name="chunk_executor_control")
         self._loop.start()
         self.create_timer(1.0, self._update_health, callback_group=group)
@@ -152,7 +153,7 @@ class ChunkExecutorNode(Node):
         reason = self._executor.submit(chunk, now)
         if reason is None:
             self._hops.add("chunk_arrival", now - chunk.stamp)
-            self._pending_arrival = now
+            self._pending_arrival = (now, chunk.stamp)
         else:
             self._log_once.warn(
                 f"chunk-{reason.split(':')[0]}", f"rejecting action chunk: {reason}"
@@ -182,9 +183,11 @@ class ChunkExecutorNode(Node):
 
     def _control_tick(self, now: float) -> None:
         command = self._executor.step(now)
-        arrival, self._pending_arrival = self._pending_arrival, None
-        if arrival is not None:  # the first tick that can use the newest chunk
+        pending, self._pending_arrival = self._pending_arrival, None
+        if pending is not None:  # the first tick that can use the newest chunk
+            arrival, observation_stamp = pending
             self._hops.add("align", now - arrival)
+            self._hops.add("capture_to_tick", now - observation_stamp)
         if command is None:
             return
         self._pub.publish(make_joint_state(self._names, command, sec_to_stamp(now)))

@@ -7,7 +7,8 @@ Thin rclpy adapter over ``ramp_robots.core.sim.MujocoSimDriver`` and
 - state/control at ``state_rate_hz``: read the state, publish ``joint_states``, pass the latest
   ``joint_command`` through the safety filter and send the result to the simulated servos;
 - cameras at ``camera_rate_hz``: render every camera from one state snapshot and publish
-  ``sim/camera/<name>/image_raw`` (rgb8, stamp = capture time, frame_id = camera name).
+  ``sim/camera/<name>/image_raw`` (rgb8, stamp = the snapshot's time, or the render's end with
+  ``camera_stamp: delivery``; frame_id = camera name).
 
 Topics: publishes ``joint_states`` (JointState: rad / m, rad/s / m/s, N*m / N),
 ``sim/task_success``, ``ramp/estop_active`` (std_msgs/Bool, latched, on change),
@@ -67,12 +68,21 @@ class SimBridgeNode(RobotBridgeNode):
             Param("camera_rate_hz", 30.0, "Camera frame rate.", unit="Hz", positive=True),
             Param("camera_width", 320, "Camera image width.", unit="px", low=1),
             Param("camera_height", 240, "Camera image height.", unit="px", low=1),
+            Param(
+                "camera_stamp",
+                "snapshot",
+                "Frame stamp: 'snapshot' = the physics state the frame shows (the render time "
+                "counts as the camera's exposure and readout); 'delivery' = when the render is "
+                "done, like a V4L2 end-of-frame timestamp (to measure what the stack adds).",
+                choices=("snapshot", "delivery"),
+            ),
             Param("seed", 0, "Seed of the first reset; +1 per reset."),
         )
 
     def __init__(self, node_name: str = "sim_bridge", **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
         self._cameras = [c for c in self.params["camera_names"] if c]
+        self._stamp_at_delivery = self.params["camera_stamp"] == "delivery"
         self._driver = self._make_driver()
         self._warn_if_limits_exceed_model()
         state_rate = float(self.params["state_rate_hz"])
@@ -210,6 +220,8 @@ class SimBridgeNode(RobotBridgeNode):
         start = time.perf_counter()
         stamp, frames = self._driver.render_cameras(self._cameras)
         self._render_time.add(time.perf_counter() - start)
+        if self._stamp_at_delivery:
+            stamp = time.time()
         ros_stamp = sec_to_stamp(stamp)
         for cam, image in frames.items():
             self._image_pubs[cam].publish(numpy_to_image(image, "rgb8", ros_stamp, frame_id=cam))
