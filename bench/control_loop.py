@@ -7,8 +7,11 @@ back to back on a worker thread: the single-process layout, ``ramp up --single-p
 with the same inference in another process (the process-per-node layout, ``ramp up`` /
 ``ros2 launch``). Prints the lateness of each tick against its absolute deadline, p50/p99/max,
 overruns, and the ratio of each p99 to the p99 alone (the baseline measured in the same run).
+With ``--rt-priority N`` (root or an rtprio limit) a fourth case runs the loop thread at
+SCHED_FIFO N with the inference in another process (``RateLoop(realtime_priority=N)``, the
+bridges' and executor's ``control_rt_priority``).
 
-    python bench/control_loop.py [--seconds 10] [--models models/demo]
+    python bench/control_loop.py [--seconds 10] [--models models/demo] [--rt-priority 80]
 """
 
 from __future__ import annotations
@@ -79,7 +82,11 @@ def inference_process(model_dir: Path) -> subprocess.Popen:
 
 
 def measure(
-    rate_hz: float, seconds: float, model_dir: Path | None, layout: str = "same-process"
+    rate_hz: float,
+    seconds: float,
+    model_dir: Path | None,
+    layout: str = "same-process",
+    rt_priority: int = 0,
 ) -> dict[str, float]:
     executor = ChunkExecutor(LIMITS, 1.0 / rate_hz, strategy="crossfade", gripper_indices=[6])
     executor.update_measured(HOME, time.time())
@@ -98,7 +105,9 @@ def measure(
 
     feeder = threading.Thread(target=submitter, daemon=True)
     feeder.start()
-    loop = RateLoop(1.0 / rate_hz, lambda now: executor.step(now), name="bench_loop")
+    loop = RateLoop(
+        1.0 / rate_hz, lambda now: executor.step(now), "bench_loop", realtime_priority=rt_priority
+    )
     loop.start()
     time.sleep(seconds)
     loop.stop()
@@ -109,6 +118,8 @@ def measure(
     if worker:
         worker.terminate()
         worker.wait(10)
+    if rt_priority and not loop.realtime:
+        raise SystemExit(loop.realtime_error)
     pct = loop.jitter.percentiles_ms()
     return {**pct, "overruns": loop.overruns}
 
@@ -118,6 +129,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     default_models = Path(os.environ.get("RAMP_MODEL_DIR", "models")) / "demo"
     parser.add_argument("--models", type=Path, default=default_models)
+    parser.add_argument("--rt-priority", type=int, default=0, help="add a SCHED_FIFO case")
+    parser.add_argument("--rates", type=float, nargs="+", default=[200.0, 500.0])
     parser.add_argument("--inference-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inference_worker:
@@ -130,15 +143,18 @@ def main() -> int:
         return 0
     head = f"{'case':44s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} {'overruns':>9s}"
     print(f"{head} {'p99/alone':>9s}")
-    cases = (
-        ("alone", None, "same-process"),
-        ("inference in the same process", args.models, "same-process"),
-        ("inference in another process", args.models, "other-process"),
-    )
-    for rate in (200.0, 500.0):
+    cases = [
+        ("alone", None, "same-process", 0),
+        ("inference in the same process", args.models, "same-process", 0),
+        ("inference in another process", args.models, "other-process", 0),
+    ]
+    if args.rt_priority:
+        label = f"inference in another process, FIFO {args.rt_priority}"
+        cases.append((label, args.models, "other-process", args.rt_priority))
+    for rate in args.rates:
         base = None
-        for label, models, layout in cases:
-            r = measure(rate, args.seconds, models, layout)
+        for label, models, layout, priority in cases:
+            r = measure(rate, args.seconds, models, layout, priority)
             base = base or r
             print(
                 f"{f'{rate:.0f} Hz, {label}':44s} {r['p50']:8.3f} {r['p99']:8.3f} "

@@ -288,3 +288,18 @@ def joint_limit_params(
 def joint_limits(params: ParamSet, names: Sequence[str]) -> JointLimits:
     """The validated :class:`JointLimits` of a node's joint-limit parameters."""
     return JointLimits.from_lists(names, *(params[name] for name in LIMIT_PARAMS))
+
+
+def control_rt_priority_param() -> Param:
+    """``control_rt_priority``: SCHED_FIFO priority of a node's control-loop thread (0 = off).
+
+    See :class:`ramp_common.rate_loop.RateLoop`; docs/latency.md has the measured effect.
+    """
+    return Param(
+        "control_rt_priority",
+        0,
+        "SCHED_FIFO priority of the control-loop thread, 1-99 (0 = normal scheduling). Needs "
+        "CAP_SYS_NICE or an rtprio limit; refused -> normal priority and a warning.",
+        low=0,
+        high=99,
+    )

@@ -2,10 +2,19 @@
 
 Tick k is due at ``start + k * period``. A late tick runs at once; when the loop falls more than
 one period behind, the missed ticks are skipped (counted as overruns), never run in a burst.
+
+The loop thread asks for a 1 us timer slack (Linux ``PR_SET_TIMERSLACK``; the default 50 us is
+added to every sleep) and, with ``realtime_priority`` > 0, for SCHED_FIFO at that priority: on a
+robot computer that lets the control loop preempt inference and rendering on the same cores. It
+needs CAP_SYS_NICE or an ``rtprio`` limit (``/etc/security/limits.d``); without it the loop runs
+at normal priority and says why in ``realtime_error``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,10 +25,23 @@ from ramp_common.diagnostics import LatencyStats
 class RateLoop:
     """Calls ``body(now_wall_s)`` every ``period_s`` on a dedicated thread."""
 
-    def __init__(self, period_s: float, body: Callable[[float], None], name: str) -> None:
+    def __init__(
+        self,
+        period_s: float,
+        body: Callable[[float], None],
+        name: str,
+        realtime_priority: int = 0,
+    ) -> None:
         if period_s <= 0:
             raise ValueError(f"period must be > 0, got {period_s}")
+        if not 0 <= realtime_priority <= 99:
+            raise ValueError(f"realtime_priority must be 0 (off) to 99, got {realtime_priority}")
         self._period = period_s
+        self._realtime_priority = realtime_priority
+        self.realtime = False
+        """True once the loop thread runs SCHED_FIFO."""
+        self.realtime_error = ""
+        """Why SCHED_FIFO was refused ('' when not asked or granted)."""
         self._body = body
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -43,7 +65,19 @@ class RateLoop:
             self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
+    def _tune_thread(self) -> None:
+        """Timer slack and, when asked, SCHED_FIFO for the calling (loop) thread."""
+        _set_timer_slack_ns(1000)
+        if self._realtime_priority <= 0:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self._realtime_priority))
+            self.realtime = True
+        except (OSError, AttributeError) as exc:
+            self.realtime_error = f"SCHED_FIFO {self._realtime_priority} refused: {exc}"
+
     def _run(self) -> None:
+        self._tune_thread()
         start = time.monotonic()
         k = 0
         while not self._stop.is_set():
@@ -63,3 +97,15 @@ class RateLoop:
             if behind > 0:
                 self.overruns += behind
                 k += behind
+
+
+_PR_SET_TIMERSLACK = 29
+
+
+def _set_timer_slack_ns(slack_ns: int) -> bool:
+    """``prctl(PR_SET_TIMERSLACK)`` for the calling thread; False where unavailable."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(_PR_SET_TIMERSLACK, ctypes.c_ulong(slack_ns), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False

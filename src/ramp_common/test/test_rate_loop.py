@@ -54,3 +54,46 @@ def test_exception_in_body_is_counted_not_fatal():
     assert done.wait(2.0)
     loop.stop()
     assert loop.errors == 1 and "boom" in loop.last_error
+
+
+def test_realtime_priority_is_granted_or_refused_with_a_reason():
+    """SCHED_FIFO where allowed (root / rtprio limit), else normal priority and a reason."""
+    import os
+    import threading
+
+    import pytest
+
+    seen: list[int] = []
+    ticked = threading.Event()
+
+    def body(_now: float) -> None:
+        seen.append(os.sched_getscheduler(0))
+        ticked.set()
+
+    loop = RateLoop(0.01, body, "rt_test", realtime_priority=10)
+    loop.start()
+    try:
+        assert ticked.wait(2.0)
+    finally:
+        assert loop.stop()
+    if loop.realtime:
+        assert seen[0] == os.SCHED_FIFO and loop.realtime_error == ""
+    else:
+        assert seen[0] == os.SCHED_OTHER and "SCHED_FIFO 10 refused" in loop.realtime_error
+    with pytest.raises(ValueError, match="realtime_priority"):
+        RateLoop(0.01, body, "bad", realtime_priority=120)
+
+
+def test_without_a_priority_the_loop_keeps_normal_scheduling():
+    import os
+    import threading
+
+    seen: list[int] = []
+    ticked = threading.Event()
+    loop = RateLoop(0.01, lambda _n: (seen.append(os.sched_getscheduler(0)), ticked.set()), "n")
+    loop.start()
+    try:
+        assert ticked.wait(2.0)
+    finally:
+        assert loop.stop()
+    assert seen[0] == os.SCHED_OTHER and not loop.realtime and loop.realtime_error == ""

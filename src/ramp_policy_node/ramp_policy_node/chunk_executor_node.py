@@ -33,7 +33,13 @@ from ramp_common.conversions import (
 from ramp_common.diagnostics import OK, WARN, DiagnosticsPublisher, NodeHealth
 from ramp_common.hops import HopTimer
 from ramp_common.node_tools import LogOnce, run_node
-from ramp_common.params import Param, ParamSet, joint_limit_params, joint_limits
+from ramp_common.params import (
+    Param,
+    ParamSet,
+    control_rt_priority_param,
+    joint_limit_params,
+    joint_limits,
+)
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from ramp_common.rate_loop import RateLoop
 from ramp_policy_node.core.chunk import ActionChunk
@@ -44,6 +50,7 @@ PARAMS: tuple[Param, ...] = (
     Param("joint_names", None, "Joint order.", type="string[]"),
     *joint_limit_params(),
     Param("control_rate_hz", 200.0, "Control rate.", unit="Hz", positive=True),
+    control_rt_priority_param(),
     Param("strategy", "replace", "Chunk splicing strategy.", choices=tuple(STRATEGIES)),
     Param("gripper_joints", ["gripper"], "Joints never blended (open/close).", type="string[]"),
     Param(
@@ -131,7 +138,12 @@ class ChunkExecutorNode(Node):
         self._hops = HopTimer(("chunk_arrival", "align", "capture_to_tick"))
         self._pending_arrival: tuple[float, float] | None = None
         """(arrival wall time, observation stamp) of the newest chunk no tick has used yet, s."""
-        self._loop = RateLoop(1.0 / rate, self._control_tick, name="chunk_executor_control")
+        self._loop = RateLoop(
+            1.0 / rate,
+            self._control_tick,
+            name="chunk_executor_control",
+            realtime_priority=int(self.params["control_rt_priority"]),
+        )
         self._loop.start()
         self.create_timer(1.0, self._update_health, callback_group=group)
         self._diag = DiagnosticsPublisher(self, self._health)
@@ -200,6 +212,9 @@ class ChunkExecutorNode(Node):
         for key, value in jitter.items():
             self._health.set_value(f"loop_jitter_ms_{key}", value)
         self._health.set_value("loop_overruns", self._loop.overruns)
+        self._health.set_value("loop_realtime", self._loop.realtime)
+        if self._loop.realtime_error:
+            self._log_once.warn("rt", self._loop.realtime_error)
         self._hops.report(self._health)
         if self._loop.errors:
             self._health.set_status(WARN, f"control loop errors: {self._loop.last_error}")

@@ -44,7 +44,13 @@ from ramp_common.conversions import (
 )
 from ramp_common.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, NodeHealth
 from ramp_common.node_tools import LogOnce
-from ramp_common.params import Param, ParamSet, joint_limit_params, joint_limits
+from ramp_common.params import (
+    Param,
+    ParamSet,
+    control_rt_priority_param,
+    joint_limit_params,
+    joint_limits,
+)
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from ramp_common.rate_loop import RateLoop
 from ramp_robots.core.driver import RobotState
@@ -70,6 +76,7 @@ def bridge_params(
             unit="s",
             positive=True,
         ),
+        control_rt_priority_param(),
     )
 
 
@@ -248,6 +255,9 @@ class RobotBridgeNode(Node):
             for key, value in self._control_loop.jitter.percentiles_ms().items():
                 health.set_value(f"{self.CONTROL_LOOP_KEY}_jitter_ms_{key}", value)
             health.set_value(f"{self.CONTROL_LOOP_KEY}_overruns", self._control_loop.overruns)
+            health.set_value(f"{self.CONTROL_LOOP_KEY}_realtime", self._control_loop.realtime)
+            if self._control_loop.realtime_error:
+                self._log_once.warn("rt", self._control_loop.realtime_error)
         failed = {
             label: loop for label, loop in self._loops().items() if loop is not None and loop.errors
         }

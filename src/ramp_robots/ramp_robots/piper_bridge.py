@@ -129,7 +129,10 @@ class PiperBridgeNode(RobotBridgeNode):
         self._connect()
         self._start_diagnostics()
         self._control_loop = RateLoop(
-            1.0 / control_rate, self._control_tick, name="piper_bridge_control"
+            1.0 / control_rate,
+            self._control_tick,
+            name="piper_bridge_control",
+            realtime_priority=int(self.params["control_rt_priority"]),
         )
         self._control_loop.start()
         where = "fake PiPER (in-process)" if self._fake is not None else "PiPER"
