@@ -2,9 +2,10 @@
 
 Starts the sim stack (one process per node, the console among them, as ``ros2 launch`` does),
 then measures interleaved phases of ``--duration`` seconds: no viewer, ``--viewers`` WebSocket
-viewers pulling camera frames and state at the default 10 fps (plain aiohttp clients in this
-process; ``--browser`` adds one headless chromium with the real page), no viewer, ... for
-``--rounds`` rounds.
+viewers pulling camera frames and state at the default 10 fps (plain aiohttp clients in a child
+process at nice 19, standing for browsers on the operators' computers; ``--viewers-here`` runs
+them in this process at normal priority instead; ``--browser`` adds one headless chromium with
+the real page), no viewer, ... for ``--rounds`` rounds.
 Per phase: the camera topics' and ``joint_command``'s rates as received by a probe, the
 console process's CPU (% of one core, from /proc), the whole stack's CPU, and the frames the
 viewers got. Prints, per round, the watched phase as a ratio of the mean of the no-viewer
@@ -17,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -147,6 +151,53 @@ class Viewers:
         self._thread.join(10)
 
 
+class RemoteViewers:
+    """The same viewers in a child process at nice 19: they stand for browsers on operators'
+    computers, so what is measured on the stack is the console's own cost, not the viewers'
+    (here they have to share the robot computer's two cores). Same interface as Viewers."""
+
+    def __init__(self, url: str, n: int) -> None:
+        self.url, self.n = url, n
+        self._total = 0
+        self._proc: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def frames(self) -> list[int]:
+        return [self._total]
+
+    def start(self) -> None:
+        cmd = [sys.executable, __file__, "--viewer-process", self.url, "--viewers", str(self.n)]
+        self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.nice(19)
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            with contextlib.suppress(ValueError):
+                self._total = int(line)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(15)
+
+
+def viewer_process(url: str, n: int) -> int:
+    """Child of RemoteViewers: run the viewers, print the frame total twice a second."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    viewers = Viewers(url, n)
+    viewers.start()
+    while not stop.wait(0.5):
+        print(sum(viewers.frames), flush=True)
+    viewers.stop()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
@@ -154,8 +205,20 @@ def main() -> int:
     parser.add_argument("--viewers", type=int, default=10)
     parser.add_argument("--browser", action="store_true", help="add one headless chromium")
     parser.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 154)))
+    parser.add_argument(
+        "--viewers-here",
+        action="store_true",
+        help="run the viewers in this process at normal priority (they then compete with the "
+        "stack for the cores) instead of a child at nice 19",
+    )
+    parser.add_argument(
+        "--console-niceness", type=int, default=None, help="operator_console.niceness"
+    )
+    parser.add_argument("--viewer-process", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
+    if args.viewer_process:
+        return viewer_process(args.viewer_process, args.viewers)
     os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     profile = str(ROOT / "src/ramp_bringup/dds/fastdds_shm.xml")
@@ -169,6 +232,8 @@ def main() -> int:
     config["teleop_node"]["ros__parameters"]["keyboard"] = False
     config["episode_recorder"]["ros__parameters"]["output_dir"] = str(tmp / "episodes")
     config["operator_console"]["ros__parameters"]["port"] = 0
+    if args.console_niceness is not None:
+        config["operator_console"]["ros__parameters"]["niceness"] = args.console_niceness
     config_file = tmp / "sim.yaml"
     config_file.write_text(yaml.safe_dump(config))
     counters = {t: Counter() for t in ("camera/front", "camera/wrist", "joint_command")}
@@ -224,7 +289,8 @@ def main() -> int:
 
             def watched() -> dict[str, float]:
                 nonlocal driver
-                viewers = Viewers(url["value"], args.viewers)
+                kind = Viewers if args.viewers_here else RemoteViewers
+                viewers = kind(url["value"], args.viewers)
                 viewers.start()
                 if use_browser:
                     driver = chromium(tmp)

@@ -33,3 +33,25 @@ def reset_realtime_threads() -> int:
         except OSError:  # the thread ended meanwhile
             continue
     return count
+
+
+def lower_process_priority(niceness: int) -> int:
+    """Add ``niceness`` to the nice value of every thread of this process; -> threads changed.
+
+    Linux keeps a nice value per thread and a new thread inherits its creator's, so this is
+    called once at start-up, after the middleware's threads exist. Best effort: a thread that
+    cannot be changed is skipped. Used by nodes that must yield the CPU to the control path
+    (the operator console).
+    """
+    if niceness <= 0:
+        return 0
+    changed = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            tid = int(task.name)
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + niceness))
+            changed += 1
+        except (OSError, ValueError):
+            continue
+    return changed

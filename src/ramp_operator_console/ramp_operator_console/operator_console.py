@@ -39,6 +39,7 @@ from ramp_common.diagnostics import OK, WARN, DiagnosticsPublisher, NodeHealth, 
 from ramp_common.node_tools import LogOnce, run_node
 from ramp_common.params import Param, ParamSet
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATE_QOS
+from ramp_common.scheduling import lower_process_priority
 from ramp_operator_console.core.commands import SERVICES, Command
 from ramp_operator_console.core.frames import FrameStore
 from ramp_operator_console.core.state import ConsoleState
@@ -95,15 +96,29 @@ PARAMS: tuple[Param, ...] = (
     Param("jpeg_quality", 80, "JPEG quality of camera frames.", low=1, high=100),
     Param("max_width", 640, "Frames wider than this are shrunk (0 = never).", unit="px", low=0),
     Param("web_dir", "", "Folder of the page ('' = the installed one)."),
+    Param(
+        "niceness",
+        10,
+        "Added to the nice value of the console's threads at start when it runs in its own "
+        "process (never with every node in one process): the page yields the CPU to the "
+        "control and inference nodes on a busy robot computer (0 = off).",
+        low=0,
+        high=19,
+    ),
 )
 
 
 class OperatorConsoleNode(Node):
     """Serves the operator console (see the module docstring)."""
 
+    own_process: bool = False
+    """Set by :func:`main`: the node is alone in its process, so it may lower its priority."""
+
     def __init__(self, node_name: str = "operator_console", **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
         self.params = ParamSet(self, PARAMS)
+        if self.own_process:
+            lower_process_priority(int(self.params["niceness"]))
         host = str(self.params["host"])
         port = int(self.params["port"])
         port_tries = int(self.params["port_tries"])
@@ -370,6 +385,7 @@ class OperatorConsoleNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console entry point ``operator_console``."""
+    OperatorConsoleNode.own_process = True
     return run_node(OperatorConsoleNode, args)
 
 
