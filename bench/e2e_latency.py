@@ -195,6 +195,21 @@ def figures(report: dict) -> dict:
     return out
 
 
+def splice_reference(seed: int = 0, duration_s: float = 20.0) -> dict[str, float]:
+    """``bench/chunk_splice.py``'s RTC figures for its synthetic stream, computed here (rad/s):
+    the largest velocity jump of the raw splice and of the PiPER-like limited command."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import chunk_splice as cs
+
+    _reference, arrivals = cs.make_stream(seed, duration_s)
+    raw = cs.replay(arrivals, cs.WIDE, "rtc", duration_s)
+    limited = cs.replay(arrivals, cs.LIMITS, "rtc", duration_s)
+    return {
+        "raw": cs.jumps(raw.commands, raw.first_splice_tick)[0],
+        "limited": cs.jumps(limited.commands, limited.first_splice_tick)[0],
+    }
+
+
 def print_table(results: dict[str, dict]) -> None:
     layouts = list(results)
     print(f"{'':34s}" + "".join(f"{name:>20s}" for name in layouts))
@@ -217,6 +232,22 @@ def print_table(results: dict[str, dict]) -> None:
             p50_text = "      -" if p50 is None else f"{p50:7.1f}"
             p99_text = "" if p99 is None else f"  p99 {p99:7.1f}"
             print(f"  {stage:56s} p50 {p50_text}{p99_text}  ({how})")
+    splice = splice_reference()
+    print(
+        f"\ncommand stream at the bridge (arm joints; chunk_splice.py rtc, same run: largest "
+        f"velocity jump {splice['raw']:.3f} rad/s raw, {splice['limited']:.3f} limited):"
+    )
+    for name in layouts:
+        smooth = results[name].get("command_smoothness") or {}
+        if not smooth:
+            continue
+        jump = smooth.get("max_velocity_jump_rad_s", float("nan"))
+        ticks, missed = smooth.get("ticks", 0), smooth.get("missed_ticks", 0)
+        print(
+            f"  {name:20s} ticks {ticks:6d}  missed {missed:4d}"
+            f"  largest velocity jump {jump:.3f} rad/s = {jump / splice['raw']:.2f}x rtc raw, "
+            f"{jump / splice['limited']:.2f}x limited"
+        )
     for name in layouts:
         if "outside_frames" in results[name]:
             print(
