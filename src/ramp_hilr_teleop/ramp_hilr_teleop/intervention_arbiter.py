@@ -39,7 +39,13 @@ from ramp_common.conversions import (
 from ramp_common.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, NodeHealth
 from ramp_common.hops import HopTimer
 from ramp_common.node_tools import LogOnce, run_node
-from ramp_common.params import Param, ParamSet, joint_limit_params, joint_limits
+from ramp_common.params import (
+    Param,
+    ParamSet,
+    control_rt_priority_param,
+    joint_limit_params,
+    joint_limits,
+)
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from ramp_common.rate_loop import RateLoop
 from ramp_hilr_teleop.core.arbiter import (
@@ -59,6 +65,7 @@ PARAMS: tuple[Param, ...] = (
     Param("joint_names", None, "Joint order.", type="string[]"),
     *joint_limit_params(),
     Param("control_rate_hz", 200.0, "Output rate of joint_command.", unit="Hz", positive=True),
+    control_rt_priority_param(),
     Param("blend_time_s", 0.5, "Cosine blend at every handover (0 = none).", unit="s", low=0.0),
     Param(
         "auto_takeover_threshold",
@@ -139,7 +146,12 @@ class InterventionArbiterNode(Node):
         self._state_pub = self.create_publisher(String, "ramp/arbiter_state", LATCHED_QOS)
         self._publish_status(self._arbiter.status())
         self.create_timer(0.1, self._request_executor_reset, callback_group=group)
-        self._loop = RateLoop(1.0 / rate, self._control_tick, name="intervention_arbiter_control")
+        self._loop = RateLoop(
+            1.0 / rate,
+            self._control_tick,
+            name="intervention_arbiter_control",
+            realtime_priority=int(p["control_rt_priority"]),
+        )
         self._loop.start()
         self._diag = DiagnosticsPublisher(self, self._health, refresh=self._update_health)
         self.get_logger().info(
@@ -293,6 +305,9 @@ class InterventionArbiterNode(Node):
         for key, value in self._loop.jitter.percentiles_ms().items():
             self._health.set_value(f"loop_jitter_ms_{key}", value)
         self._health.set_value("loop_overruns", self._loop.overruns)
+        self._health.set_value("loop_realtime", self._loop.realtime)
+        if self._loop.realtime_error:
+            self._log_once.warn("rt", self._loop.realtime_error)
         self._hops.report(self._health)
         status = self._arbiter.status()
         if self._loop.errors:
