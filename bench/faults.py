@@ -12,6 +12,10 @@ the goal beside it. Cases (definitions in docs/reliability.md):
    alive, commands within limits, log lines per node (bench/faults_fuzz.py).
 3. model faults while running: truncated ONNX, sha256 mismatch, wrong output shape, NaN outputs,
    each hot-reloaded into the running node (bench/faults_model.py).
+4. recorder faults: SIGKILL mid-write, disk full (tmpfs), unwritable folder, slow disk; every
+   bag readable or repaired, drops counted, none silent (bench/faults_recorder.py).
+5. DDS faults: a flooding publisher, a link down between the robot and the inference host
+   (network namespaces); the robot holds and recovers (bench/faults_dds.py).
 
     python bench/faults.py [--quick] [--trials 3] [--fuzz 10000] [--cases kill fuzz model]
 """
@@ -39,6 +43,7 @@ RESPAWNED = (
 )
 REQUIRED = ("sim_bridge", "intervention_arbiter")
 UNCOUPLED = ("teleop_node", "episode_recorder")
+CASES = ("kill", "fuzz", "model", "recorder", "dds")
 """Nodes outside the policy's control path: killing one must change nothing for the robot."""
 
 
@@ -288,7 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=3, help="kills per node")
     parser.add_argument("--fuzz", type=int, default=10000, help="malformed messages per handler")
     parser.add_argument(
-        "--cases", nargs="+", default=["kill", "fuzz", "model"], choices=["kill", "fuzz", "model"]
+        "--cases",
+        nargs="+",
+        default=list(CASES),
+        choices=list(CASES),
+    )
+    parser.add_argument(
+        "--recorder-kills", type=int, default=10, help="recorder processes killed mid-write"
     )
     parser.add_argument(
         "--domain-id", type=int, default=int(os.environ.get("RAMP_TEST_DOMAIN_ID", 77))
@@ -342,6 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         model_rows, model_results = model_campaign(workdir / "model", log, args.dds)
         everything["model"] = model_results
         rows += model_rows
+        save(args.json, everything)
+    if "recorder" in args.cases:
+        from bench.faults_recorder import recorder_campaign
+
+        kills = 3 if args.quick else args.recorder_kills
+        recorder_rows, recorder_results = recorder_campaign(kills, workdir / "recorder", log)
+        everything["recorder"] = recorder_results
+        rows += recorder_rows
         save(args.json, everything)
     print(
         f"\nfault campaign, {time.time() - t_start:.0f} s on this machine ({os.cpu_count()} cores)"
