@@ -362,6 +362,14 @@ def main(argv: list[str] | None = None) -> int:
         everything["recorder"] = recorder_results
         rows += recorder_rows
         save(args.json, everything)
+    if "dds" in args.cases:
+        from bench.faults_dds import dds_campaign
+
+        seconds, cycles = (3.0, 1) if args.quick else (5.0, 3)
+        dds_rows, dds_results = dds_campaign(workdir / "dds", log, seconds, cycles, 3.0, args.dds)
+        everything["dds"] = dds_results
+        rows += dds_rows
+        save(args.json, everything)
     print(
         f"\nfault campaign, {time.time() - t_start:.0f} s on this machine ({os.cpu_count()} cores)"
     )
