@@ -7,8 +7,8 @@ then the good files are put back and reloaded:
 - truncated ONNX (half the file; the card's sha256 updated to match, so the parser sees it),
 - sha256 mismatch (one byte of the ONNX changed, the card as it was),
 - an ONNX whose output shape differs from the card's (card sha256 updated),
-- an ONNX with the card's interface that outputs NaN (card sha256 updated; it loads, so the
-  node must refuse its outputs at run time).
+- an ONNX with the card's interface that outputs NaN (card sha256 updated; it loads: the
+  reload's probe inference refuses it, ramp_models.hot_swap.check_probe_inference).
 
 Figures: refused (and the message), the node's pid unchanged (no crash), chunks still flowing
 from the old model after a refusal, commands within limits and no jump, and the stack serving
@@ -175,27 +175,18 @@ def model_campaign(workdir: Path, log, dds: str = "udp"):
             stack.stop()
     rows = []
     for r in results:
-        nan_case = r["fault"].startswith("NaN")
         refused = r["reload_accepted"] is False
         serving = r["chunks_3s_after"] > 0
         safe = not r["crashed"] and r["sent_outside_limits"] == 0 and r["sent_jumps"] == 0
-        if nan_case:
-            outcome = (
-                f"reload {'accepted' if r['reload_accepted'] else 'refused'}, chunks in 3 s "
-                f"{r['chunks_3s_after']}, held {r['motion_hold_s'] is not None}"
-            )
-            met = safe and (
-                refused or (r["chunks_3s_after"] == 0 and r["motion_hold_s"] is not None)
-            )
-        else:
-            outcome = f"refused {refused}, old model served ({r['chunks_3s_after']} chunks in 3 s)"
-            met = safe and refused and serving
+        # every fault, NaN outputs included (the reload's probe inference), is refused
+        outcome = f"refused {refused}, old model served ({r['chunks_3s_after']} chunks in 3 s)"
+        met = safe and refused and serving
         rows.append(
             (
                 f"model: {r['fault']}",
                 f"{outcome}; crashed {len(r['crashed'])}, unsafe {r['sent_outside_limits']}, "
                 f"jumps {r['sent_jumps']}; restored+serving {r['restored'] and r['serving_again']}",
-                "refused (or held), old model serves, no crash",
+                "refused, old model serves, no crash",
                 met and r["restored"] and r["serving_again"],
             )
         )
