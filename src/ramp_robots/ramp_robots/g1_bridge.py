@@ -146,7 +146,9 @@ class G1BridgeNode(RobotBridgeNode):
         self._fake: subprocess.Popen | None = None
         self._open_safety_io(1.0 / rate)
         self._connect(config.dds_domain)
-        self._control_loop = RateLoop(1.0 / rate, self._control_tick, name="g1_bridge_control")
+        self._control_loop = RateLoop(
+            1.0 / rate, self._guard_control(self._control_tick), name="g1_bridge_control"
+        )
         self._control_loop.start()
         self._start_diagnostics()
         self.get_logger().info(

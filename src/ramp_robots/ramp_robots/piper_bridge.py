@@ -129,7 +129,7 @@ class PiperBridgeNode(RobotBridgeNode):
         self._connect()
         self._start_diagnostics()
         self._control_loop = RateLoop(
-            1.0 / control_rate, self._control_tick, name="piper_bridge_control"
+            1.0 / control_rate, self._guard_control(self._control_tick), name="piper_bridge_control"
         )
         self._control_loop.start()
         where = "fake PiPER (in-process)" if self._fake is not None else "PiPER"

@@ -124,7 +124,9 @@ class SimBridgeNode(RobotBridgeNode):
             self._warm_up_renderer()
         self._driver.connect()
         self._next_task_check = 0.0
-        self._control_loop = RateLoop(1.0 / state_rate, self._state_tick, name="sim_bridge_state")
+        self._control_loop = RateLoop(
+            1.0 / state_rate, self._guard_control(self._state_tick), name="sim_bridge_state"
+        )
         self._render_loop = (
             RateLoop(1.0 / camera_rate, self._render_tick, name="sim_bridge_render")
             if self._cameras
