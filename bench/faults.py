@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -74,7 +75,7 @@ def respawn_trial(stack, node: str, log) -> dict:
     flowing = stack.wait_flowing(t0, 30.0) is not None
     if not flowing:
         log(f"{node}: the stack was not flowing before the kill")
-    time.sleep(1.0)
+    time.sleep(0.5)  # the demo policy reaches its goal within ~1-2 s of a reset: kill moving
     pid, t_kill = stack.kill(node)
     respawned = stack.wait_respawned(node, pid, 15.0)
     t_back = None
@@ -116,8 +117,9 @@ def required_trial(
         stack = SimStack(probe, workdir, extra, dds)
         try:
             flowing = stack.wait_flowing(time.time(), 120.0)
+            stack.reset_sim()
             bag = stack.start_episode()
-            time.sleep(1.5)
+            time.sleep(0.5)  # kill while the arm moves after the reset
             _pid, t_kill = stack.kill(node)
             try:
                 code = stack.proc.proc.wait(60.0)
@@ -307,9 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", nargs="+", default=[*RESPAWNED, *REQUIRED], help="nodes to kill")
     parser.add_argument(
         "--stack-args",
-        nargs="+",
+        type=shlex.split,
         default=[],
-        help="more ramp up options for the kill case, e.g. -p NODE.PARAM:=VALUE",
+        help="more ramp up options for the kill case, one string: "
+        "--stack-args='-p NODE.PARAM:=VALUE -p ...'",
     )
     parser.add_argument(
         "--dds",

@@ -65,8 +65,9 @@ def bridge_params(
         *joint_limit_params(lower, upper, max_velocity, max_acceleration),
         Param(
             "command_timeout_s",
-            0.5,
-            "No fresh joint_command for this long -> decelerate and hold.",
+            0.1,
+            "No fresh joint_command for this long -> decelerate and hold (the arbiter sends "
+            "at 200 Hz: 20 ticks).",
             unit="s",
             positive=True,
         ),
