@@ -276,3 +276,20 @@ def test_a_failing_disk_loses_no_message_silently(tmp_path: Path) -> None:
     assert fixed.error and "No space left" in fixed.error
     assert in_bag + fixed.dropped_count == accepted
     assert fixed.dropped_count > 0
+
+
+def test_repair_before_the_first_start_leaves_the_start_nothing_to_repair(tmp_path: Path) -> None:
+    # A respawned recorder node repairs at start-up (a thread), not inside the first start
+    # request: under load a repair of tens of MB made that answer ~30 s late.
+    ep = synthetic_episode(tmp_path / "episodes" / "crashed", duration_s=0.5)
+    meta = read_metadata(ep.path)
+    meta.status = STATUS_RECORDING
+    write_metadata(ep.path, meta)
+    (ep.path / "metadata.yaml").unlink()
+    rec = make_recorder(tmp_path)
+    reports = rec.repair_unfinished()
+    assert [r.repaired for r in reports] == [True]
+    assert read_metadata(ep.path).status == STATUS_RECOVERED
+    _meta, repairs = rec.start()
+    assert repairs == []
+    rec.stop(True)

@@ -139,6 +139,7 @@ class EpisodeRecorder:
         self._last_error = ""
         self._episodes_recorded = 0
         self._last_free_mb = float("nan")
+        self._repair_lock = threading.Lock()
         self.queue_full_drops = 0
         """Offers refused because the queue was full, every episode together (each is also
         counted in its episode's drops)."""
@@ -186,7 +187,7 @@ class EpisodeRecorder:
             raise RecorderError(f"output_dir {out} cannot be created: {exc.strerror}") from None
         if not out.is_dir():
             raise RecorderError(f"output_dir {out} is not a folder")
-        repairs = self._repair_unfinished(out)
+        repairs = self.repair_unfinished()
         free_mb = self._free_bytes(out) / MB
         self._last_free_mb = free_mb
         if free_mb < self.config.min_free_disk_mb:
@@ -247,6 +248,18 @@ class EpisodeRecorder:
         )
 
     # -- internals ----------------------------------------------------------------------------
+
+    def repair_unfinished(self) -> list[RepairReport]:
+        """Repair the bags in ``output_dir`` a crashed recorder left open; -> the reports.
+
+        ``start`` does it first; a node calls it from a thread when it comes up, so a respawned
+        recorder's first start does not wait for the repair of the episode it was killed in
+        (a bag of tens of MB takes seconds to rewrite, tens of seconds on a loaded machine).
+        Serialized: a start during a repair waits for it, then finds nothing left to repair.
+        """
+        out = Path(self.config.output_dir).expanduser()
+        with self._repair_lock:
+            return self._repair_unfinished(out)
 
     def _repair_unfinished(self, out: Path) -> list[RepairReport]:
         reports = []
