@@ -118,6 +118,7 @@ def required_trial(
         try:
             flowing = stack.wait_flowing(time.time(), 120.0)
             stack.reset_sim()
+            t_reset = time.time()  # the reset moves the arm home: not a command jump
             bag = stack.start_episode()
             time.sleep(0.5)  # kill while the arm moves after the reset
             _pid, t_kill = stack.kill(node)
@@ -127,7 +128,7 @@ def required_trial(
                 code = None
             t_end = time.time()
             time.sleep(0.2)
-            figures = stack.figures(t_kill - 3.0, t_kill, t_end)
+            figures = stack.figures(max(t_kill - 3.0, t_reset + 0.2), t_kill, t_end)
             with stack.lock:
                 js = stack.streams["joint_states"].recv
                 last_state = max((t for t in js if t >= t_kill), default=None)
