@@ -51,7 +51,7 @@ def test_a_broken_model_reloaded_while_running_is_refused_or_held(served, fault)
     assert r["message"], r  # the reason, for the operator
     if fault.startswith("NaN"):
         assert "NaN" in r["message"], r
-    assert r["chunks_3s_after"] > 0, r
+    assert r["served_within_13s"], r  # the old model kept serving
     assert r["restored"] and r["serving_again"], r
 
 
