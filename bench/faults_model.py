@@ -7,8 +7,8 @@ then the good files are put back and reloaded:
 - truncated ONNX (half the file; the card's sha256 updated to match, so the parser sees it),
 - sha256 mismatch (one byte of the ONNX changed, the card as it was),
 - an ONNX whose output shape differs from the card's (card sha256 updated),
-- an ONNX with the card's interface that outputs NaN (card sha256 updated; it loads, so the
-  node must refuse its outputs at run time).
+- an ONNX with the card's interface that outputs NaN (card sha256 updated; it loads: the
+  reload's probe inference refuses it, ramp_models.hot_swap.check_probe_inference).
 
 Figures: refused (and the message), the node's pid unchanged (no crash), chunks still flowing
 from the old model after a refusal, commands within limits and no jump, and the stack serving
@@ -124,6 +124,12 @@ def model_fault(stack, name: str, node: str, apply, good: Path, model_dir: Path)
     time.sleep(3.0)
     t1 = time.time()
     chunks_during = stack.count("ramp/action_chunk", t_reload + 0.5)
+    # under load the demo pair makes a few chunks a second at best: a refused reload must leave
+    # the old model serving, so wait up to 10 s more for its next chunk before restoring
+    deadline = time.time() + 10.0
+    while stack.count("ramp/action_chunk", t_reload + 0.5) == 0 and time.time() < deadline:
+        time.sleep(0.1)
+    served_after = stack.count("ramp/action_chunk", t_reload + 0.5) > 0
     figures = stack.figures(t0, t_reload, t1)
     for f in good.iterdir():
         shutil.copy2(f, model_dir / f.name)
@@ -140,6 +146,7 @@ def model_fault(stack, name: str, node: str, apply, good: Path, model_dir: Path)
         "message": message,
         "crashed": [k for k, pid in pids.items() if after.get(k) != pid],
         "chunks_3s_after": chunks_during,
+        "served_within_13s": served_after,
         "motion_hold_s": figures["motion_hold_s"],
         "sent_outside_limits": within_limits(
             pos, stack.limits["position_lower"], stack.limits["position_upper"]
@@ -175,27 +182,21 @@ def model_campaign(workdir: Path, log, dds: str = "udp"):
             stack.stop()
     rows = []
     for r in results:
-        nan_case = r["fault"].startswith("NaN")
         refused = r["reload_accepted"] is False
-        serving = r["chunks_3s_after"] > 0
+        serving = r["served_within_13s"]
         safe = not r["crashed"] and r["sent_outside_limits"] == 0 and r["sent_jumps"] == 0
-        if nan_case:
-            outcome = (
-                f"reload {'accepted' if r['reload_accepted'] else 'refused'}, chunks in 3 s "
-                f"{r['chunks_3s_after']}, held {r['motion_hold_s'] is not None}"
-            )
-            met = safe and (
-                refused or (r["chunks_3s_after"] == 0 and r["motion_hold_s"] is not None)
-            )
-        else:
-            outcome = f"refused {refused}, old model served ({r['chunks_3s_after']} chunks in 3 s)"
-            met = safe and refused and serving
+        # every fault, NaN outputs included (the reload's probe inference), is refused
+        outcome = (
+            f"refused {refused}, old model served {serving} ({r['chunks_3s_after']} chunks in "
+            "the first 3 s)"
+        )
+        met = safe and refused and serving
         rows.append(
             (
                 f"model: {r['fault']}",
                 f"{outcome}; crashed {len(r['crashed'])}, unsafe {r['sent_outside_limits']}, "
                 f"jumps {r['sent_jumps']}; restored+serving {r['restored'] and r['serving_again']}",
-                "refused (or held), old model serves, no crash",
+                "refused, old model serves, no crash",
                 met and r["restored"] and r["serving_again"],
             )
         )

@@ -56,6 +56,8 @@ escalation, so a node that hangs is reported by itself (exit 3, naming the step)
 has to kill it."""
 
 EXIT_SHUTDOWN_HUNG = 3
+EXIT_NODE_FAILED = 4
+"""Exit code of a node that reported a fatal failure at run time (``node.fatal()``)."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -186,6 +188,11 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
     (default 4 s from the first signal, a callback that never returns included; past it the
     process exits 3 naming the step that hung and printing every thread's stack). A clean stop
     exits 0 with no traceback; a start-up error is logged and returns 1.
+
+    A node may have ``fatal() -> str | None``, polled every spin (<= 0.1 s): a reason ends the
+    node the same clean way (``close()`` first: a bridge leaves its robot holding) and exits
+    ``EXIT_NODE_FAILED`` (4) with the reason logged, instead of living on without doing its job
+    (e.g. a bridge whose control loop died).
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = StopSignals().install()
@@ -207,10 +214,17 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
     executor.add_node(node)
     guard = _ShutdownGuard(node.get_name(), _shutdown_timeout_s())
     stop.on_first = guard.start
+    fatal = getattr(node, "fatal", None)
+    code = 0
     try:
         # spin_once returns at least every 0.1 s, so a stop signal ends the loop within that.
         while not stop.event.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
+            reason = fatal() if callable(fatal) else None
+            if reason:
+                node.get_logger().fatal(f"{reason}; stopping (exit {EXIT_NODE_FAILED})")
+                code = EXIT_NODE_FAILED
+                break
     except ExternalShutdownException:
         pass
     except RCLError:
@@ -232,4 +246,4 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
         guard.step = "context shutdown"
         rclpy.try_shutdown()
         guard.cancel()
-    return 0
+    return code

@@ -203,6 +203,14 @@ class EpisodeRecorderNode(Node):
         self.get_logger().info(
             f"recording {len(specs)} topics into {self._recorder.config.output_dir} on request"
         )
+        # bags a killed recorder left open are repaired now, not at the first start request
+        threading.Thread(target=self._repair_at_start, name="recorder-repair", daemon=True).start()
+
+    def _repair_at_start(self) -> None:
+        try:
+            self._recorder.repair_unfinished()  # each repair is reported through _on_event
+        except Exception as exc:  # the next start tries again and answers with the reason
+            self.get_logger().warning(f"repair of unfinished episodes at start-up failed: {exc}")
 
     def _start_receiver(
         self, suffix: str, specs: list[TopicSpec], classes: dict[str, type]

@@ -75,7 +75,11 @@ PARAMS: tuple[Param, ...] = (
         low=0.0,
     ),
     Param(
-        "source_timeout_s", 0.2, "Active source silent this long -> hold.", unit="s", positive=True
+        "source_timeout_s",
+        0.05,
+        "Active source silent this long -> hold (the executor sends at 200 Hz: 10 ticks).",
+        unit="s",
+        positive=True,
     ),
     Param("joy_takeover_button", 0, "ramp/operator_joy button: take over."),
     Param("joy_handback_button", 1, "ramp/operator_joy button: hand back."),

@@ -321,7 +321,7 @@ def publish_loop(probe: Probe) -> dict[str, int]:
     return sent
 
 
-def test_sigkill_leaves_readable_bag_and_next_start_repairs_it(
+def test_sigkill_leaves_readable_bag_and_the_restarted_recorder_repairs_it(
     tmp_path: Path, ros_env: dict[str, str], probe: Probe
 ) -> None:
     out = tmp_path / "episodes"
@@ -361,8 +361,10 @@ def test_sigkill_leaves_readable_bag_and_next_start_repairs_it(
     try:
         with recorder(tmp_path, ros_env, output_dir=out) as rec2:
             fresh.wait_ready(rec2, topics)
+            # the recorder repairs the killed episode's bag as soon as it is up (a thread), so
+            # the start does not wait for it; were it still repairing, the start would finish it
             reply = fresh.call(fresh.start, Trigger.Request())
-            assert reply.success and "repaired" in reply.message, reply.message
+            assert reply.success, reply.message
             assert fresh.call(fresh.cancel, Trigger.Request()).success
     finally:
         fresh.close()

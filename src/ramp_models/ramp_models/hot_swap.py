@@ -13,6 +13,11 @@ Checks a reload adds to the card/session/robot checks of loading
 joints, the same input roles, cameras among the ones the node subscribes, and the same
 ``wm_state`` shapes (a world model feeds a running policy; a policy is fed by a running world
 model). Image size, normalisation, chunk length and step may change.
+
+A replacement must also answer: :func:`check_probe_inference` runs it on neutral inputs (zeros,
+then a fixed pseudo-random draw in [0, 1)) and refuses one whose outputs are not finite (a
+model that emits NaN would load, then every inference would be dropped and the robot would hold
+on a model that cannot drive).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 from ramp_models.model_card import ModelCard, ModelCardError
 
@@ -80,6 +87,41 @@ def check_same_interface(
                 f"the running model's is {list(old_spec.shape)} (the model on the other side "
                 "of ramp/wm_state would no longer fit; change both with a restart)"
             )
+
+
+def check_probe_inference(model: Any) -> None:
+    """Run ``model`` (an ``onnx_runtime.LoadedModel``) on neutral inputs before it may serve.
+
+    Two inferences: every input zeros, then a fixed pseudo-random draw in [0, 1) (integer
+    inputs: 0 and 1). Raises ModelCardError naming the model and the output when an output is
+    NaN/Inf, or when the inference fails (ONNX Runtime error, an output shape the card does not
+    declare).
+    """
+    from ramp_models.onnx_runtime import NonFiniteOutputError
+
+    card = model.card
+    rng = np.random.default_rng(0)
+    for label in ("zeros", "random [0, 1)"):
+        feeds = {}
+        for spec in card.inputs:
+            dtype = np.dtype(spec.dtype)
+            if label == "zeros":
+                feeds[spec.role] = np.zeros(spec.shape, dtype)
+            elif np.issubdtype(dtype, np.floating):
+                feeds[spec.role] = rng.random(spec.shape).astype(dtype)
+            else:
+                feeds[spec.role] = np.ones(spec.shape, dtype)
+        try:
+            model.run(feeds)
+        except NonFiniteOutputError as exc:
+            raise ModelCardError(f"probe inference on {label} inputs: {exc}") from None
+        except ModelCardError:
+            raise
+        except Exception as exc:  # an ONNX Runtime failure is the model's fault here
+            raise ModelCardError(
+                f"{card.source}: probe inference on {label} inputs failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
 
 
 class HotSwap(Generic[T]):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -71,8 +71,9 @@ def bridge_params(
         *joint_limit_params(lower, upper, max_velocity, max_acceleration),
         Param(
             "command_timeout_s",
-            0.5,
-            "No fresh joint_command for this long -> decelerate and hold.",
+            0.1,
+            "No fresh joint_command for this long -> decelerate and hold (the arbiter sends "
+            "at 200 Hz: 20 ticks).",
             unit="s",
             positive=True,
         ),
@@ -85,13 +86,18 @@ class RobotBridgeNode(Node):
 
     A subclass sets ``DEFAULT_JOINTS`` and :meth:`params_for`, creates its driver, calls
     :meth:`_open_safety_io` with its control period, starts its loops and
-    :meth:`_start_diagnostics`, and sets ``_closed = False``; it implements :meth:`_stop`
+    :meth:`_start_diagnostics`, and sets ``_closed = False``; the control loop's tick is
+    wrapped by :meth:`_guard_control` (a dead or always-failing loop stops the bridge,
+    :meth:`fatal`); it implements :meth:`_stop`
     and may add :meth:`_driver_health`, :meth:`_fault_status` and :meth:`_warning_status`.
     """
 
     DEFAULT_JOINTS: ClassVar[tuple[str, ...]]
     CONTROL_LOOP_KEY: ClassVar[str] = "control_loop"
     """Diagnostics key prefix of the loop that runs the safety filter."""
+    CONTROL_LOOP_FAIL_S: ClassVar[float] = 0.25
+    """s: a control loop whose every tick fails for this long (or whose thread died) stops
+    the bridge: exit 4 through ``run_node``, the robot left holding by ``close()``."""
 
     @classmethod
     def params_for(cls, joint_names: Sequence[str]) -> tuple[Param, ...]:
@@ -115,6 +121,9 @@ class RobotBridgeNode(Node):
         self._hw_estop = False
         self._estop_published: bool | None = None
         self._control_loop: RateLoop | None = None
+        self._failing_since: float | None = None
+        self._failed_ticks = 0
+        self._loop_died: str | None = None
         self._diag: DiagnosticsPublisher | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -281,6 +290,52 @@ class RobotBridgeNode(Node):
             health.set_status(WARN, "e-stop engaged")
         else:
             health.set_status(OK, self._safety.mode.value)
+
+    def _guard_control(self, body: Callable[[float], None]) -> Callable[[float], None]:
+        """Wrap the control loop's tick to track its failures for :meth:`fatal` (errors still
+        reach the RateLoop, which counts them for diagnostics)."""
+
+        def tick(now_wall: float) -> None:
+            try:
+                body(now_wall)
+            except Exception:
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                self._failed_ticks += 1
+                raise
+            except BaseException as exc:  # ends the loop's thread: nothing controls the robot
+                self._loop_died = f"{type(exc).__name__}: {exc}"
+                raise
+            self._failing_since = None
+            self._failed_ticks = 0
+
+        return tick
+
+    def fatal(self) -> str | None:
+        """Why the bridge cannot go on, or None: its control loop's thread ended, or every tick
+        failed for ``CONTROL_LOOP_FAIL_S`` (and 3 ticks at least).
+
+        Polled by ``run_node``: the process exits 4 (``close()`` leaves the robot holding)
+        instead of living on without control (before: a NaN in the safety filter killed
+        sim_bridge's state loop for good while the process stayed up)."""
+        loop = self._control_loop
+        if self._closed or loop is None:
+            return None
+        label = next((k for k, v in self._loops().items() if v is loop), "control loop")
+        if self._loop_died is not None:
+            return f"{label} thread ended ({self._loop_died}): the robot is not controlled"
+        since = self._failing_since
+        if (
+            since is not None
+            and self._failed_ticks >= 3
+            and time.monotonic() - since >= self.CONTROL_LOOP_FAIL_S
+        ):
+            return (
+                f"{label} failed on every tick for {time.monotonic() - since:.2f} s "
+                f"({self._failed_ticks} ticks; last: {loop.last_error}): the robot is not "
+                "controlled"
+            )
+        return None
 
     # -- shutdown -------------------------------------------------------------------------------
     def _stop(self) -> None:

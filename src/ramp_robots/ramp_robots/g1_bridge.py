@@ -148,7 +148,7 @@ class G1BridgeNode(RobotBridgeNode):
         self._connect(config.dds_domain)
         self._control_loop = RateLoop(
             1.0 / rate,
-            self._control_tick,
+            self._guard_control(self._control_tick),
             name="g1_bridge_control",
             realtime_priority=int(self.params["control_rt_priority"]),
         )

@@ -130,7 +130,7 @@ class PiperBridgeNode(RobotBridgeNode):
         self._start_diagnostics()
         self._control_loop = RateLoop(
             1.0 / control_rate,
-            self._control_tick,
+            self._guard_control(self._control_tick),
             name="piper_bridge_control",
             realtime_priority=int(self.params["control_rt_priority"]),
         )

@@ -136,7 +136,7 @@ class SimBridgeNode(RobotBridgeNode):
         self._next_task_check = 0.0
         self._control_loop = RateLoop(
             1.0 / state_rate,
-            self._state_tick,
+            self._guard_control(self._state_tick),
             name="sim_bridge_state",
             realtime_priority=int(self.params["control_rt_priority"]),
         )

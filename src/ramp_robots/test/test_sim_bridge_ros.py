@@ -211,3 +211,53 @@ def test_sim_bridge_follows_commands_publishes_cameras_and_exits_cleanly(
     stderr = bridge.stderr_path.read_text()
     assert "Traceback" not in stderr, stderr
     assert "dropping joint_command" in stderr  # the malformed command was reported
+
+
+BROKEN_LOOP_SCRIPT = """
+import sys
+from ramp_robots import sim_bridge
+
+MODE = sys.argv[1]
+original = sim_bridge.SimBridgeNode._state_tick
+ticks = [0]
+
+
+def state_tick(self, now_wall):
+    ticks[0] += 1
+    if ticks[0] > 100:  # ~0.5 s of normal control first
+        if MODE == "thread":
+            raise SystemExit("injected: the state loop's thread ends")
+        raise RuntimeError("injected: every state tick fails")
+    original(self, now_wall)
+
+
+sim_bridge.SimBridgeNode._state_tick = state_tick
+raise SystemExit(sim_bridge.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("mode", ["every_tick", "thread"])
+def test_a_bridge_whose_control_loop_dies_exits_non_zero_instead_of_living_on(
+    tmp_path: Path, ros_env: dict[str, str], mode: str
+) -> None:
+    # Before: an exception on every tick (a NaN in the safety filter) or a dead loop thread
+    # left sim_bridge running without control; ramp up saw a live process.
+    script = tmp_path / "broken_bridge.py"
+    script.write_text(BROKEN_LOOP_SCRIPT)
+    cmd = [sys.executable, str(script), mode, "--ros-args", "-p", "camera_rate_hz:=5.0",
+           "-p", f"camera_width:={WIDTH}", "-p", f"camera_height:={HEIGHT}"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    from ramp_common.node_tools import EXIT_NODE_FAILED
+
+    assert proc.returncode == EXIT_NODE_FAILED, out[-3000:]
+    assert "state loop" in out and "the robot is not controlled" in out, out[-3000:]
+    assert "injected" in out, out[-3000:]

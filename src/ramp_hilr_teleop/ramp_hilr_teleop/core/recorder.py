@@ -36,8 +36,10 @@ from .episode import (
     EpisodeMetadata,
     EpisodeTracker,
     RecordingLock,
+    TopicStats,
     find_unfinished,
     next_episode_name,
+    read_metadata,
     wall_iso,
     write_metadata,
 )
@@ -112,9 +114,12 @@ class EpisodeRecorder:
         free_bytes: Callable[[Path], int] = disk_free_bytes,
         on_event: Callable[[str, str], None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        writer_factory: Callable[..., BagWriter] = BagWriter,
     ) -> None:
         """``free_bytes(path)`` tells free disk bytes; ``on_event(level, text)`` gets reports
-        from the writer thread (level 'info' | 'warn' | 'error'); ``clock_ns`` is the bag clock.
+        from the writer thread (level 'info' | 'warn' | 'error'); ``clock_ns`` is the bag clock;
+        ``writer_factory`` makes each episode's :class:`BagWriter` (same arguments; the fault
+        campaign passes one whose storage is slow).
         """
         self.topics = list(topics)
         self.config = config
@@ -124,6 +129,7 @@ class EpisodeRecorder:
         self._free_bytes = free_bytes
         self._on_event = on_event or (lambda level, text: None)
         self._clock_ns = clock_ns
+        self._writer_factory = writer_factory
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: deque[tuple[str, int, bytes]] = deque()
@@ -133,6 +139,13 @@ class EpisodeRecorder:
         self._last_error = ""
         self._episodes_recorded = 0
         self._last_free_mb = float("nan")
+        self._repair_lock = threading.Lock()
+        self.queue_full_drops = 0
+        """Offers refused because the queue was full, every episode together (each is also
+        counted in its episode's drops)."""
+        self._unclosed: dict[Path, EpisodeMetadata] = {}
+        """Episodes whose bag could not be closed (disk full, write error), by folder: what
+        the writer had handed to the bag, to count what the repair could not recover."""
 
     # -- called from subscription callbacks -----------------------------------------------
 
@@ -150,6 +163,7 @@ class EpisodeRecorder:
                 return False
             if self._queue_bytes + len(raw) > self.config.max_queue_mb * MB:
                 episode.drops[topic] = episode.drops.get(topic, 0) + 1
+                self.queue_full_drops += 1
                 return False
             self._queue.append((topic, recv_ns, raw))
             self._queue_bytes += len(raw)
@@ -173,7 +187,7 @@ class EpisodeRecorder:
             raise RecorderError(f"output_dir {out} cannot be created: {exc.strerror}") from None
         if not out.is_dir():
             raise RecorderError(f"output_dir {out} is not a folder")
-        repairs = self._repair_unfinished(out)
+        repairs = self.repair_unfinished()
         free_mb = self._free_bytes(out) / MB
         self._last_free_mb = free_mb
         if free_mb < self.config.min_free_disk_mb:
@@ -235,6 +249,18 @@ class EpisodeRecorder:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def repair_unfinished(self) -> list[RepairReport]:
+        """Repair the bags in ``output_dir`` a crashed recorder left open; -> the reports.
+
+        ``start`` does it first; a node calls it from a thread when it comes up, so a respawned
+        recorder's first start does not wait for the repair of the episode it was killed in
+        (a bag of tens of MB takes seconds to rewrite, tens of seconds on a loaded machine).
+        Serialized: a start during a repair waits for it, then finds nothing left to repair.
+        """
+        out = Path(self.config.output_dir).expanduser()
+        with self._repair_lock:
+            return self._repair_unfinished(out)
+
     def _repair_unfinished(self, out: Path) -> list[RepairReport]:
         reports = []
         for bag_dir in find_unfinished(out):
@@ -242,9 +268,32 @@ class EpisodeRecorder:
                 report = repair_bag(bag_dir, self._typestore, self._free_bytes)
             except Exception as exc:  # a broken old bag must not block new recordings
                 report = RepairReport(bag_dir, False, message=f"{bag_dir}: repair failed: {exc}")
+            if report.repaired and bag_dir in self._unclosed:
+                report.message += self._count_unrecovered(bag_dir, self._unclosed.pop(bag_dir))
             reports.append(report)
             self._on_event("info" if report.repaired else "error", report.message)
         return reports
+
+    def _count_unrecovered(self, bag_dir: Path, written: EpisodeMetadata) -> str:
+        """After the repair of a bag this recorder failed to close: the messages it had written
+        that the repair could not recover (the chunk being written when the disk failed) are
+        added to the drops, and the episode keeps its real end reason and error. -> a note."""
+        repaired = read_metadata(bag_dir)
+        lost = 0
+        for topic, stats in written.topics.items():
+            kept = repaired.topics.get(topic)
+            missing = stats.count - (kept.count if kept else 0)
+            if missing > 0:
+                entry = repaired.topics.setdefault(topic, TopicStats(type=stats.type))
+                entry.dropped = max(entry.dropped, stats.dropped) + missing
+                lost += missing
+            elif kept is not None:
+                kept.dropped = max(kept.dropped, stats.dropped)
+        repaired.dropped_count = sum(t.dropped for t in repaired.topics.values())
+        repaired.end_reason = written.end_reason or repaired.end_reason
+        repaired.error = written.error
+        write_metadata(bag_dir, repaired)
+        return f"; {lost} messages written after its last complete chunk counted as dropped"
 
     def _open_episode(self, out: Path) -> _Episode:
         for _ in range(NAME_ATTEMPTS):
@@ -252,7 +301,7 @@ class EpisodeRecorder:
             name = next_episode_name(out, self.config.robot, now)
             path = out / name
             try:
-                writer = BagWriter(
+                writer = self._writer_factory(
                     path,
                     self.topics,
                     self._typestore,
@@ -325,8 +374,14 @@ class EpisodeRecorder:
                     drops, episode.drops = episode.drops, {}
                 for topic, n in drops.items():
                     episode.tracker.on_drop(topic, n)
-                for topic, log_ns, raw in batch:
-                    episode.writer.write(topic, log_ns, raw)
+                for i, (topic, log_ns, raw) in enumerate(batch):
+                    try:
+                        episode.writer.write(topic, log_ns, raw)
+                    except BaseException:
+                        # the rest of the batch never reaches the bag: counted, not lost silently
+                        for lost_topic, _, _ in batch[i:]:
+                            episode.tracker.on_drop(lost_topic)
+                        raise
                     episode.tracker.on_message(topic, log_ns, raw)
                 if request is not None:
                     end = (request[0], request[1], "")
@@ -407,6 +462,7 @@ class EpisodeRecorder:
             meta.status = STATUS_ENDED_ON_ERROR
             meta.error = f"closing {episode.path} failed ({exc}); repaired at the next start"
             error = meta.error
+            self._unclosed[episode.path] = meta
             with contextlib.suppress(Exception):
                 write_metadata(episode.path, _as_recording(meta))
         episode.lock.release()

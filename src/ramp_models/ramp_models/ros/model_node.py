@@ -56,7 +56,7 @@ from ramp_common.node_tools import LogOnce, expand_path
 from ramp_common.params import Param, ParamSet
 from ramp_common.qos import SENSOR_QOS, STATE_QOS
 from ramp_common.worker import TriggeredWorker
-from ramp_models.hot_swap import HotSwap, check_same_interface
+from ramp_models.hot_swap import HotSwap, check_probe_inference, check_same_interface
 from ramp_models.inputs import JOINT_KEY, WM_KEY, InputPlan, camera_key, observation_id
 from ramp_models.model_card import ModelCard, ModelCardError, check_against_robot
 from ramp_models.observation import (
@@ -255,6 +255,7 @@ class ModelNode(Node):
         check_against_robot(card, self._joint_names, self._camera_names)
         if current is not None:
             check_same_interface(current.model.card, card, current.inputs.cameras)
+            check_probe_inference(model)  # a replacement must answer with finite outputs
         return ModelSetup(
             model=model,
             inputs=InputPlan.from_card(card),
