@@ -155,7 +155,9 @@ def test_a_fleet_plan_starts_one_batched_inference_pair(tmp_path):
     plan = plan_for(tmp_path, role="inference", robots=("robot1", "/robot2"))
     assert sorted(n.name for n in plan.nodes) == ["policy_node", "worldmodel_node"]
     assert all(n.namespace == "" for n in plan.nodes)
-    params = yaml.safe_load(plan.params_file.read_text())
+    text = plan.params_file.read_text()
+    assert "&id" not in text and "*id" not in text  # rcl refuses YAML aliases
+    params = yaml.safe_load(text)
     for node in ("worldmodel_node", "policy_node"):
         assert params[node]["ros__parameters"]["robots"] == ["/robot1", "/robot2"]
         assert params[node]["ros__parameters"]["model_card"]  # the robot config's kept

@@ -294,7 +294,8 @@ def build_plan(
                 "namespace); start each robot with --role robot --namespace <ns>"
             )
         robots = [normalize_namespace(r) for r in options.robots]
-        overrides += tuple(Override(s.name, "robots", robots) for s in specs)
+        # a list per node: one shared object would be dumped as a YAML alias, which rcl refuses
+        overrides += tuple(Override(s.name, "robots", list(robots)) for s in specs)
     try:
         config = yaml.safe_load(Path(options.config_file).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:

@@ -275,6 +275,9 @@ class ModelNode(Node):
             self._batch_sizes: deque[int] = deque(maxlen=200)
             """Robots per round, the last 200 rounds."""
             self._health.set_value("robots", ",".join(lane.name for lane in self._lanes))
+            self.get_logger().info(
+                f"batched serving of {len(namespaces)} robots: {', '.join(namespaces)}"
+            )
         else:
             self._lanes = [Lane("", "")]
             self._fleet = None
