@@ -191,3 +191,19 @@ def test_a_bad_fleet_file_is_named(tmp_path, text, error):
     path.write_text(text)
     with pytest.raises(PlanError, match=error):
         Fleet.load(path)
+
+
+def test_the_launch_files_take_a_fleet_too():
+    from ramp_bringup.launch_helpers import launch_arguments, options_from_launch
+
+    values = {name: default for name, default, _ in launch_arguments("piper")}
+    assert options_from_launch(values).robots == ()
+    values["fleet"] = "piper_pair"
+    options = options_from_launch(values)
+    assert options.role == "inference" and options.robots == ("/robot1", "/robot2")
+    values["role"] = "robot"
+    with pytest.raises(PlanError, match="role:=inference"):
+        options_from_launch(values)
+    sim = {name: default for name, default, _ in launch_arguments("sim")}
+    with pytest.raises(PlanError, match="use piper.launch.py"):
+        options_from_launch({**sim, "fleet": "piper_pair"})
