@@ -22,12 +22,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from ramp_models.inputs import InputPlan, observation_id
 from ramp_models.observation import Observation, ObservationBuffer, StaleInputError
 from ramp_models.onnx_runtime import LoadedModel
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -147,16 +150,6 @@ class FleetInputs:
         return ready
 
 
-def stack_feeds(plan: InputPlan, observations: Sequence[Observation]) -> dict[str, np.ndarray]:
-    """The feeds of several observations stacked along the batch axis (row i = observation i)."""
-    if not observations:
-        raise ValueError("no observations to stack")
-    per_robot = [plan.feeds(obs) for obs in observations]
-    if len(per_robot) == 1:
-        return per_robot[0]
-    return {role: np.concatenate([f[role] for f in per_robot]) for role in per_robot[0]}
-
-
 def split_outputs(outputs: Mapping[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
     """Batched outputs (leading axis n) -> n dicts of batch-1 outputs (views, no copy)."""
     for role, value in outputs.items():
@@ -165,7 +158,7 @@ def split_outputs(outputs: Mapping[str, np.ndarray], n: int) -> list[dict[str, n
     return [{role: value[i : i + 1] for role, value in outputs.items()} for i in range(n)]
 
 
-def groups(items: Sequence[Ready], max_batch: int | None) -> list[list[Ready]]:
+def groups(items: Sequence[T], max_batch: int | None) -> list[list[T]]:
     """``items`` in consecutive groups of at most ``max_batch`` (None: one group)."""
     if not items:
         return []
@@ -176,14 +169,33 @@ def groups(items: Sequence[Ready], max_batch: int | None) -> list[list[Ready]]:
 def run_batched(model: LoadedModel, plan: InputPlan, ready: Sequence[Ready]) -> list[Served]:
     """One forward pass per group of ready robots (groups of at most the card's ``batch``).
 
-    Finiteness is checked per robot: a non-finite row is that robot's error, the other robots
-    still get their outputs. Input errors (a frame that cannot be preprocessed) are raised.
+    Errors stay with their robot: a robot whose inputs cannot become feeds (a frame the
+    preprocessing refuses) or whose output row is not finite gets ``error``, the other robots
+    of the round still get their outputs.
     """
     served: list[Served] = []
-    for group in groups(ready, model.card.max_batch):
-        feeds = stack_feeds(plan, [r.observation for r in group])
+    feedable: list[tuple[Ready, dict[str, np.ndarray]]] = []
+    specs = {spec.role: spec for spec in model.card.inputs}
+    for item in ready:
+        try:
+            feeds = plan.feeds(item.observation)
+            for role, array in feeds.items():
+                spec = specs[role]
+                if array.shape != spec.shape or array.dtype != np.dtype(spec.dtype):
+                    raise ValueError(
+                        f"role {role!r}: {array.dtype} {list(array.shape)}, the model takes "
+                        f"{spec.dtype} {list(spec.shape)}"
+                    )
+            feedable.append((item, feeds))
+        except (ValueError, KeyError) as exc:  # FrameError, a shape the model does not take
+            served.append(Served(item.robot, item.observation, None, f"bad input: {exc}"))
+    for group in groups(feedable, model.card.max_batch):
+        if len(group) == 1:
+            feeds = group[0][1]
+        else:
+            feeds = {role: np.concatenate([f[role] for _, f in group]) for role in group[0][1]}
         outputs = model.run(feeds, check_finite=False)
-        for item, out in zip(group, split_outputs(outputs, len(group)), strict=True):
+        for (item, _), out in zip(group, split_outputs(outputs, len(group)), strict=True):
             bad = [
                 role
                 for role, value in out.items()

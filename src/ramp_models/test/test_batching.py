@@ -257,3 +257,15 @@ def test_gather_property(puts: list[tuple[str, float]], now: float, max_age: flo
         assert (robot in ready) == complete
         if complete:
             assert ready[robot].stamp == min(stamps)
+
+
+def test_a_bad_input_fails_only_its_robot(tmp_path: Path) -> None:
+    model = load_model(policy_card(tmp_path), [CPU])
+    plan = InputPlan.from_card(ModelCard.load(tmp_path / "policy.yaml"))
+    good = [observation(1.0, 0), observation(1.0, 1)]
+    wrong = observation(1.0, 2)
+    wrong.samples[WM_KEY] = Sample(1.0, np.zeros((5, 6), np.float32))  # not (4, 6)
+    served = run_batched(model, plan, [Ready("a", good[0]), Ready("b", wrong), Ready("c", good[1])])
+    by_robot = {s.robot: s for s in served}
+    assert "bad input" in by_robot["b"].error and by_robot["b"].outputs is None
+    assert by_robot["a"].outputs is not None and by_robot["c"].outputs is not None

@@ -569,11 +569,11 @@ class ModelNode(Node):
         for result in served:
             lane = self._lane_by_name[result.robot]
             if result.outputs is None:
-                self._health.count(lane.key("nonfinite_outputs"))
+                bad_input = result.error.startswith("bad input")
+                self._health.count(lane.key("bad_inputs" if bad_input else "nonfinite_outputs"))
                 self._log_once.error(
-                    f"nan-{lane.name}",
-                    f"{self.LABEL} produced a non-finite output for {lane.name}, dropped: "
-                    f"{result.error}",
+                    f"err-{lane.name}-{bad_input}",
+                    f"{self.LABEL}: no output for {lane.name}, dropped: {result.error}",
                 )
                 continue
             self._publish(setup, lane, result.observation, result.outputs)
