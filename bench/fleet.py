@@ -9,16 +9,20 @@ layouts in one run:
 - ``separate``: K x ``ramp up ... --role inference --namespace robotN`` (a world-model and a
   policy process per robot, K model sessions each);
 - ``batched``: one ``ramp up --fleet FILE`` (one world-model and one policy process for all K
-  robots, one forward pass per round, issue #12).
+  robots, one forward pass per round, issue #12), its sessions with ``--batched-threads``
+  intra-op threads (default: the cores; the separate sessions have 1 each, as configured).
 
 Prints per robot the chunk rate, capture -> chunk p50/p99 (robot clock; p50 also as a ratio to
-robot1 of the separate K = 1 run), the joint_command rate; per run the inference processes' CPU
+robot1 of the same layout's K = 1 run), the joint_command rate; per run the inference processes' CPU
 (% of one core, the node processes, not the ``ramp`` supervisors) and the delivered chunks/s of
 all robots; the batched/separate ratio of that throughput per K. Then a capacity check without
 ROS: observations/s of the model pair run as K sessions at batch 1 vs one session at batch K.
 
 Trimmed to fit two cores: cameras 160x120 at 15 Hz (the world model takes 96x96), the fake arm
-a thread of the bridge process, no arbiter/teleop/recorder (the PiPER config has none).
+a thread of the bridge process, bridge and executor at 100 Hz instead of 200 Hz, no operator
+console (the PiPER config's node list without it: ``LEAN_NODES``), no arbiter/teleop/recorder
+(the PiPER config has none). At K = 4 that is still 4 x (bridge, camera, executor, the ``ramp``
+monitor writing the health report) beside the inference on the same two cores.
 
     python bench/fleet.py [--robots 1 2 4] [--duration 20] [--pair demo|reference]
 """
@@ -37,31 +41,52 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import yaml
 
 LAYOUTS = ("separate", "batched")
+LEAN_NODES = ["piper_bridge", "camera_node", "worldmodel_node", "policy_node", "chunk_executor"]
+"""The PiPER stack without its operator console (a web server per robot: not what is measured)."""
 
 TRIM = [
     "-p", "camera_node.width:=160", "-p", "camera_node.height:=120",
     "-p", "camera_node.rate_hz:=15.0", "-p", "piper_bridge.feedback_timeout_s:=0.5",
+    "-p", "piper_bridge.control_rate_hz:=100.0", "-p", "piper_bridge.state_rate_hz:=100.0",
+    "-p", "chunk_executor.control_rate_hz:=100.0",
 ]  # fmt: skip
+
+
+def lean_config(tmp: Path) -> Path:
+    """config/piper.yaml with the node list trimmed to LEAN_NODES, written into ``tmp``."""
+    from ramp_bringup.stack import STACK_KEY, config_path
+
+    data = yaml.safe_load(config_path("piper").read_text())
+    data[STACK_KEY]["ros__parameters"]["nodes"] = LEAN_NODES
+    path = tmp / "piper_lean.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def ramp_up(
     role: str, robot: str, domain: int, extra: list[str], report: Path | None
 ) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ramp_bringup.cli", "up", "--robot", "piper", "--fake-hardware"]
+    cmd = [sys.executable, "-m", "ramp_bringup.cli", "up", "--fake-hardware"]
     cmd += ["--role", role, "--namespace", robot, "--domain-id", str(domain), *TRIM, *extra]
     if report is not None:
         cmd += ["--report", str(report)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def ramp_fleet(robots: list[str], domain: int, extra: list[str], tmp: Path) -> subprocess.Popen:
-    """One batched inference pair for ``robots`` (a fleet file written to ``tmp``)."""
+def ramp_fleet(
+    robots: list[str], domain: int, extra: list[str], tmp: Path, threads: int
+) -> subprocess.Popen:
+    """One batched inference pair for ``robots`` (a fleet file written to ``tmp``); its model
+    sessions get ``threads`` intra-op threads (the host's cores: it is the only inference
+    process, where the separate layout runs K single-thread sessions side by side)."""
     fleet = tmp / "fleet.yaml"
     fleet.write_text("ramp_fleet:\n  robot: piper\n  robots: [" + ", ".join(robots) + "]\n")
     cmd = [sys.executable, "-m", "ramp_bringup.cli", "up", "--fleet", str(fleet)]
     cmd += ["--domain-id", str(domain), *extra]
+    cmd += ["-p", f"intra_op_threads:={threads}"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -78,10 +103,12 @@ def node_cpu_seconds(procs: list[subprocess.Popen]) -> float:
     return total
 
 
-def run(layout: str, k: int, duration_s: float, domain: int, extra: list[str], tmp: Path) -> dict:
+def run(
+    layout: str, k: int, duration_s: float, domain: int, extra: list[str], tmp: Path, threads: int
+) -> dict:
     robots = [f"robot{i + 1}" for i in range(k)]
     if layout == "batched":
-        inference = [ramp_fleet(robots, domain, extra, tmp)]
+        inference = [ramp_fleet(robots, domain, extra, tmp, threads)]
     else:
         inference = [ramp_up("inference", r, domain, extra, None) for r in robots]
     robot_sides = [ramp_up("robot", r, domain, extra, tmp / f"{r}.json") for r in robots]
@@ -111,18 +138,27 @@ def run(layout: str, k: int, duration_s: float, domain: int, extra: list[str], t
     }
 
 
-def capacity(folder: Path, ks: list[int], seconds: float = 3.0) -> dict:
-    """Observations/s of the world model + policy: K sessions at batch 1 (one after the other,
-    as K processes would share the cores) vs one session at batch K; zero inputs, 1 thread."""
+def capacity(folder: Path, ks: list[int], threads: int, seconds: float = 3.0) -> dict:
+    """Observations/s of the world model + policy, zero inputs, in this one process.
+
+    ``separate``: K single-thread sessions at batch 1, run one after the other, times
+    min(K, cores) (K processes run side by side on the cores; an upper bound, no contention);
+    ``batched``: one session with ``threads`` intra-op threads at batch K.
+    """
     from ramp_models.onnx_runtime import load_model
 
+    cores = os.cpu_count() or 1
     out: dict = {}
     for k in ks:
         rates = {}
         for layout in LAYOUTS:
             n_sessions, batch = (k, 1) if layout == "separate" else (1, k)
+            n_threads = 1 if layout == "separate" else threads
             pairs = [
-                [load_model(folder / f"{m}.yaml") for m in ("world_model", "policy")]
+                [
+                    load_model(folder / f"{m}.yaml", intra_op_threads=n_threads)
+                    for m in ("world_model", "policy")
+                ]
                 for _ in range(n_sessions)
             ]
             if batch > 1 and not pairs[0][0].card.batched:
@@ -138,7 +174,8 @@ def capacity(folder: Path, ks: list[int], seconds: float = 3.0) -> dict:
                     wm.run(feeds[0])
                     policy.run(feeds[1])
                     done += batch
-            rates[layout] = done / (time.perf_counter() - start)
+            rate = done / (time.perf_counter() - start)
+            rates[layout] = rate * min(k, cores) if layout == "separate" else rate
         out[k] = rates
     return out
 
@@ -147,13 +184,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--robots", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 63)))
+    parser.add_argument(
+        "--domain-id", type=int, default=97, help="ROS domain of the run (not the shell's)"
+    )
     parser.add_argument("--pair", choices=("demo", "reference"), default="demo")
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
+    parser.add_argument(
+        "--batched-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="intra-op threads of the batched sessions (default: the cores)",
+    )
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
     folder = Path(os.environ.get("RAMP_MODEL_DIR", "models")) / args.pair
+    config_dir = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
     extra = [
+        "--config", str(lean_config(config_dir)),
         "-p", f"worldmodel_node.model_card:={(folder / 'world_model.yaml').resolve()}",
         "-p", f"policy_node.model_card:={(folder / 'policy.yaml').resolve()}",
     ]  # fmt: skip
@@ -162,15 +209,22 @@ def main() -> int:
     for k in args.robots:
         for layout in args.layouts:
             with tempfile.TemporaryDirectory() as tmp:
-                results[layout][k] = run(layout, k, args.duration, args.domain_id, extra, Path(tmp))
+                results[layout][k] = run(
+                    layout, k, args.duration, args.domain_id, extra, Path(tmp), args.batched_threads
+                )
     load_after = os.getloadavg()
-    cap = capacity(folder, args.robots)
-    base_layout = results[args.layouts[0]][args.robots[0]]
-    base_p50 = next(iter(base_layout["robots"].values()))["capture_to_chunk_p50_ms"]
+    cap = capacity(folder, args.robots, args.batched_threads)
+    base_p50 = {
+        layout: next(iter(results[layout][args.robots[0]]["robots"].values()))[
+            "capture_to_chunk_p50_ms"
+        ]
+        for layout in args.layouts
+    }
     print(
         f"K robots on one inference host ({args.pair} pair), {os.cpu_count()} cores, load "
         f"average {load_before[0]:.2f} before / {load_after[0]:.2f} after; p50 ratio against "
-        f"{args.layouts[0]} K={args.robots[0]} robot1 ({base_p50:.1f} ms)"
+        f"the layout's K={args.robots[0]} robot1; batched sessions {args.batched_threads} "
+        "threads, separate 1"
     )
     print(
         f"{'layout':9s} {'K':>2s} {'robot':8s} {'chunk Hz':>9s} {'cmd Hz':>8s} {'p50 ms':>8s} "
@@ -188,7 +242,7 @@ def main() -> int:
                 print(
                     f"{layout:9s} {k:2d} {robot:8s} {r['chunk_hz']:9.1f} {r['command_hz']:8.1f} "
                     f"{r['capture_to_chunk_p50_ms']:8.1f} {r['capture_to_chunk_p99_ms']:8.1f} "
-                    f"{r['capture_to_chunk_p50_ms'] / base_p50:8.2f} {tail}"
+                    f"{r['capture_to_chunk_p50_ms'] / base_p50[layout]:8.2f} {tail}"
                 )
     if set(LAYOUTS) <= set(args.layouts):
         print("batched / separate, per K: delivered chunks/s; inference CPU; capacity (obs/s)")
@@ -203,6 +257,7 @@ def main() -> int:
     if args.json:
         payload = {
             "pair": args.pair,
+            "batched_threads": args.batched_threads,
             "load_average": [load_before, load_after],
             "results": results,
             "capacity_obs_per_s": cap,
