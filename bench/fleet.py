@@ -22,8 +22,9 @@ Trimmed to fit two cores: cameras 160x120 at 15 Hz (the world model takes 96x96)
 a thread of the bridge process, bridge and executor at 100 Hz instead of 200 Hz, no operator
 console (the PiPER config's node list without it: ``LEAN_NODES``), no arbiter/teleop/recorder
 (the PiPER config has none); with ``--pair reference`` the model nodes' ``max_input_age_s`` is
-1 s (a saturated host would otherwise deliver nothing). At K = 4 that is still 4 x (bridge, camera, executor, the ``ramp``
-monitor writing the health report) beside the inference on the same two cores.
+1 s (a saturated host would otherwise deliver nothing). At K = 4 that is still 4 x (bridge,
+camera, executor, the ``ramp`` monitor writing the health report) beside the inference on the
+same two cores.
 
     python bench/fleet.py [--robots 1 2 4] [--duration 20] [--pair demo|reference]
 """
