@@ -10,7 +10,12 @@ layouts in one run:
   policy process per robot, K model sessions each);
 - ``batched``: one ``ramp up --fleet FILE`` (one world-model and one policy process for all K
   robots, one forward pass per round, issue #12), its sessions with ``--batched-threads``
-  intra-op threads (default: the cores; the separate sessions have 1 each, as configured).
+  intra-op threads (default: the inference cores; the separate sessions have 1 each).
+
+``--split-cores`` (default): the robot sides run on all cores but the last, the inference
+processes (either layout) on the last one, as if the inference host were its own computer; so
+the layouts compete for the inference core only, not with the robots' processes through the
+scheduler's fair share (one batched process would get less CPU than 2K separate ones).
 
 Prints per robot the chunk rate, capture -> chunk p50/p99 (robot clock; p50 also as a ratio to
 robot1 of the same layout's K = 1 run), the joint_command rate; per run the inference processes' CPU
@@ -46,6 +51,18 @@ import psutil
 import yaml
 
 LAYOUTS = ("separate", "batched")
+CPUS = sorted(os.sched_getaffinity(0))
+ROBOT_CPUS: set[int] = set(CPUS)
+"""Cores of the robot sides; with ``--split-cores`` all but the last one."""
+INFERENCE_CPUS: set[int] = set(CPUS)
+"""Cores of the inference processes (the inference host); with ``--split-cores`` the last one."""
+
+
+def _pinned(cpus: set[int]):
+    """preexec_fn that pins the child (and everything it starts) to ``cpus``."""
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 LEAN_NODES = ["piper_bridge", "camera_node", "worldmodel_node", "policy_node", "chunk_executor"]
 """The PiPER stack without its operator console (a web server per robot: not what is measured)."""
 
@@ -75,7 +92,10 @@ def ramp_up(
     cmd += ["--role", role, "--namespace", robot, "--domain-id", str(domain), *TRIM, *extra]
     if report is not None:
         cmd += ["--report", str(report)]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpus = ROBOT_CPUS if role == "robot" else INFERENCE_CPUS
+    return subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pinned(cpus)
+    )
 
 
 def ramp_fleet(
@@ -89,7 +109,12 @@ def ramp_fleet(
     cmd = [sys.executable, "-m", "ramp_bringup.cli", "up", "--fleet", str(fleet)]
     cmd += ["--domain-id", str(domain), *extra]
     cmd += ["-p", f"intra_op_threads:={threads}"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_pinned(INFERENCE_CPUS),
+    )
 
 
 def node_cpu_seconds(procs: list[subprocess.Popen]) -> float:
@@ -144,12 +169,12 @@ def capacity(folder: Path, ks: list[int], threads: int, seconds: float = 3.0) ->
     """Observations/s of the world model + policy, zero inputs, in this one process.
 
     ``separate``: K single-thread sessions at batch 1, run one after the other, times
-    min(K, cores) (K processes run side by side on the cores; an upper bound, no contention);
+    min(K, inference cores) (K processes run side by side on the cores; an upper bound);
     ``batched``: one session with ``threads`` intra-op threads at batch K.
     """
     from ramp_models.onnx_runtime import load_model
 
-    cores = os.cpu_count() or 1
+    cores = len(INFERENCE_CPUS)
     out: dict = {}
     for k in ks:
         rates = {}
@@ -192,13 +217,25 @@ def main() -> int:
     parser.add_argument("--pair", choices=("demo", "reference"), default="demo")
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
     parser.add_argument(
+        "--split-cores",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="robot sides on all cores but the last, inference on the last one (an inference "
+        "host apart from the robot computers); --no-split-cores: everything shares every core",
+    )
+    parser.add_argument(
         "--batched-threads",
         type=int,
-        default=os.cpu_count() or 1,
-        help="intra-op threads of the batched sessions (default: the cores)",
+        default=0,
+        help="intra-op threads of the batched sessions (default: the inference cores)",
     )
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
+    global ROBOT_CPUS, INFERENCE_CPUS
+    if args.split_cores and len(CPUS) >= 2:
+        ROBOT_CPUS, INFERENCE_CPUS = set(CPUS[:-1]), {CPUS[-1]}
+    if args.batched_threads <= 0:
+        args.batched_threads = len(INFERENCE_CPUS)
     folder = Path(os.environ.get("RAMP_MODEL_DIR", "models")) / args.pair
     config_dir = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
     extra = [
@@ -232,7 +269,8 @@ def main() -> int:
         f"K robots on one inference host ({args.pair} pair), {os.cpu_count()} cores, load "
         f"average {load_before[0]:.2f} before / {load_after[0]:.2f} after; p50 ratio against "
         f"the layout's K={args.robots[0]} robot1; batched sessions {args.batched_threads} "
-        "threads, separate 1"
+        f"threads, separate 1; robot sides on cores {sorted(ROBOT_CPUS)}, inference on "
+        f"{sorted(INFERENCE_CPUS)}"
     )
     print(
         f"{'layout':9s} {'K':>2s} {'robot':8s} {'chunk Hz':>9s} {'cmd Hz':>8s} {'p50 ms':>8s} "
@@ -266,6 +304,8 @@ def main() -> int:
         payload = {
             "pair": args.pair,
             "batched_threads": args.batched_threads,
+            "robot_cpus": sorted(ROBOT_CPUS),
+            "inference_cpus": sorted(INFERENCE_CPUS),
             "load_average": [load_before, load_after],
             "results": results,
             "capacity_obs_per_s": cap,
