@@ -205,5 +205,5 @@ def test_the_launch_files_take_a_fleet_too():
     with pytest.raises(PlanError, match="role:=inference"):
         options_from_launch(values)
     sim = {name: default for name, default, _ in launch_arguments("sim")}
-    with pytest.raises(PlanError, match="use piper.launch.py"):
+    with pytest.raises(PlanError, match=r"use piper\.launch\.py"):
         options_from_launch({**sim, "fleet": "piper_pair"})

@@ -170,7 +170,17 @@ def verify_export(
             spec.role: x.detach().cpu().numpy()
             for spec, x in zip(loaded.card.inputs, trial, strict=True)
         }
-        got = loaded.run(feeds)
+        batch = next(iter(feeds.values())).shape[0]
+        try:
+            got = loaded.run(feeds)
+        except Exception as exc:  # onnxruntime's own error types for a graph that fixed batch 1
+            if batch == 1:
+                raise
+            raise ExportVerificationError(
+                f"{card_path}: the exported graph does not run a batch of {batch} ({exc}); make "
+                "the model batch-generic (no fixed batch of 1 in reshapes) or export it with "
+                "CardFields(batch=1)"
+            ) from exc
         for spec, ref in zip(loaded.card.outputs, expected, strict=True):
             diff = float(np.max(np.abs(got[spec.role] - ref.detach().cpu().numpy())))
             worst = max(worst, diff)
