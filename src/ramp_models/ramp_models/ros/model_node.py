@@ -28,9 +28,11 @@ A subclass names its model kind and what it publishes; the base owns the rest, o
   observation (``ramp_models.batching``), publishing each robot's output in its namespace with
   that robot's observation stamp. A robot whose inputs stop is skipped (never waited for), a
   robot that appears late is served from its first complete observation. Each robot has its
-  own rate limit (``rate_hz``), replan rule (policy) and health values (``<ns>.rate_hz``,
-  ``<ns>.age_ms_p50``/``_p99``, ``<ns>.served``, ``<ns>.skipped``, ``<ns>.waiting``). A card
-  with ``batch: 1`` still works, with one call per robot (logged and in ``batch_mode``).
+  own rate limit (``rate_hz``), replan rule (policy) and health values (``<ns>.`` + the rate
+  key, ``<ns>.`` + the age key ``_p50``/``_p99``/``_max``, ``<ns>.served``, ``<ns>.skipped``,
+  ``<ns>.waiting``); the node adds ``robots``, ``batch_mode``, ``batches``,
+  ``batch_size_mean``/``_max``. A card with ``batch: 1`` still works, with one call per robot
+  (logged and in ``batch_mode``).
 
 Times are wall-clock seconds (``time.time()``), the clock of the message stamps.
 """
