@@ -19,9 +19,11 @@ scheduler's fair share (one batched process would get less CPU than 2K separate 
 
 Prints per robot the chunk rate, capture -> chunk p50/p99 (robot clock; p50 also as a ratio to
 robot1 of the same layout's K = 1 run), the joint_command rate; per run the inference processes' CPU
-(% of one core, the node processes, not the ``ramp`` supervisors) and the delivered chunks/s of
-all robots; the batched/separate ratio of that throughput per K. Then a capacity check without
-ROS: observations/s of the model pair run as K sessions at batch 1 vs one session at batch K.
+(% of one core, the node processes; the ``ramp up`` supervisors with their health monitors,
+one per robot in the separate layout and one in the batched, apart as "ramp CPU") and the
+delivered chunks/s of all robots; the batched/separate ratio of that throughput per K. Then a
+capacity check without ROS: observations/s of the model pair run as K sessions at batch 1 vs
+one session at batch K.
 
 Trimmed to fit two cores: cameras 160x120 at 15 Hz (the world model takes 96x96), the fake arm
 a thread of the bridge process, bridge and executor at 100 Hz instead of 200 Hz, no operator
@@ -117,17 +119,21 @@ def ramp_fleet(
     )
 
 
-def node_cpu_seconds(procs: list[subprocess.Popen]) -> float:
-    """CPU time (user + system, s) of the node processes these ``ramp up`` processes started."""
-    total = 0.0
+def node_cpu_seconds(procs: list[subprocess.Popen]) -> tuple[float, float]:
+    """CPU time (user + system, s) of the node processes these ``ramp up`` processes started,
+    and of the ``ramp up`` processes themselves (supervisor and health monitor)."""
+    nodes = supervisors = 0.0
     for proc in procs:
         try:
-            for p in psutil.Process(proc.pid).children(recursive=True):
+            parent = psutil.Process(proc.pid)
+            times = parent.cpu_times()
+            supervisors += times.user + times.system
+            for p in parent.children(recursive=True):
                 times = p.cpu_times()
-                total += times.user + times.system
+                nodes += times.user + times.system
         except psutil.Error:
             continue
-    return total
+    return nodes, supervisors
 
 
 def run(
@@ -140,9 +146,12 @@ def run(
         inference = [ramp_up("inference", r, domain, extra, None) for r in robots]
     robot_sides = [ramp_up("robot", r, domain, extra, tmp / f"{r}.json") for r in robots]
     time.sleep(15.0)  # start-up: sessions, discovery, the first chunks
-    cpu0, t0 = node_cpu_seconds(inference), time.monotonic()
+    (cpu0, sup0), t0 = node_cpu_seconds(inference), time.monotonic()
     time.sleep(duration_s)
-    cpu = (node_cpu_seconds(inference) - cpu0) / (time.monotonic() - t0) * 100.0
+    cpu1, sup1 = node_cpu_seconds(inference)
+    elapsed = time.monotonic() - t0
+    cpu = (cpu1 - cpu0) / elapsed * 100.0
+    supervisor_cpu = (sup1 - sup0) / elapsed * 100.0
     for proc in robot_sides + inference:
         proc.send_signal(signal.SIGINT)
     for proc in robot_sides + inference:
@@ -161,6 +170,7 @@ def run(
     return {
         "robots": per_robot,
         "inference_cpu_percent": cpu,
+        "supervisor_cpu_percent": supervisor_cpu,
         "chunks_per_s": sum(r["chunk_hz"] for r in per_robot.values()),
     }
 
@@ -274,14 +284,15 @@ def main() -> int:
     )
     print(
         f"{'layout':9s} {'K':>2s} {'robot':8s} {'chunk Hz':>9s} {'cmd Hz':>8s} {'p50 ms':>8s} "
-        f"{'p99 ms':>8s} {'p50/K=1':>8s} {'infer CPU %':>12s} {'chunks/s':>9s}"
+        f"{'p99 ms':>8s} {'p50/K=1':>8s} {'infer CPU %':>12s} {'chunks/s':>9s} {'ramp CPU %':>10s}"
     )
     for k in args.robots:
         for layout in args.layouts:
             result = results[layout][k]
             for i, (robot, r) in enumerate(result["robots"].items()):
                 tail = (
-                    f"{result['inference_cpu_percent']:12.0f} {result['chunks_per_s']:9.1f}"
+                    f"{result['inference_cpu_percent']:12.0f} {result['chunks_per_s']:9.1f} "
+                    f"{result['supervisor_cpu_percent']:10.0f}"
                     if i == 0
                     else ""
                 )
