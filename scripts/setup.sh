@@ -63,7 +63,7 @@ fi
 # 2. colcon build (symlink install: edits to Python sources take effect without a rebuild)
 export VIRTUAL_ENV="$ROOT/.venv" PATH="$ROOT/.venv/bin:$PATH"
 export AMENT_PREFIX_PATH="$VIRTUAL_ENV"
-SRC_HASH="$(find src colcon.meta -name 'setup.py' -o -name 'setup.cfg' -o -name 'package.xml' -o -name 'colcon.meta' -o -path '*/config/*' -o -path '*/dds/*' -o -path '*/mjcf/*' | sort | xargs cat | sha256sum | cut -d' ' -f1)"
+SRC_HASH="$(find src colcon.meta -type f \( -name 'setup.py' -o -name 'setup.cfg' -o -name 'package.xml' -o -name 'colcon.meta' -o -path '*/config/*' -o -path '*/dds/*' -o -path '*/mjcf/*' \) | sort | xargs cat | sha256sum | cut -d' ' -f1)"
 if [ ! -f install/setup.bash ] || [ "$(cat build/.ramp-src.sha256 2>/dev/null)" != "$SRC_HASH" ]; then
   log "colcon build"
   colcon --log-base log build --symlink-install --base-paths src --event-handlers console_direct- >/dev/null

@@ -2,8 +2,10 @@
 
 Each robot host runs the robot side of the PiPER stack against its protocol fake (``ramp up
 --role robot --namespace robotN --fake-hardware``: bridge, synthetic cameras trimmed to 160x120
-at 15 Hz, chunk executor); the inference host runs the inference side for each robot (``--role
-inference``: world model and policy per namespace). DDS crosses the bridge over UDP (the UDP-only
+at 15 Hz, chunk executor); the inference host runs either the inference side for each robot
+(``separate``: ``--role inference``, world model and policy per namespace) or one batched pair for
+both (``batched``: ``ramp up --fleet``, one world model and one policy serving both namespaces in
+one forward pass per round, issue #12). DDS crosses the bridge over UDP (the UDP-only
 profile: shared memory would bypass the link) with multicast discovery. A probe in each robot
 host records chunk arrivals, joint states and commands. Then robot1's link goes down for 4 s:
 robot1 gets no chunk, its executor's watchdog brings the arm to a hold, robot2 keeps moving; the
@@ -54,6 +56,17 @@ def ramp_up(role: str, namespace: str, log: Path, host_prefix: list[str], env: d
     ]  # fmt: skip
     out = log.open("wb")
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def ramp_fleet(log: Path, host_prefix: list[str], env: dict) -> subprocess.Popen:
+    """One batched inference pair for every robot of ROBOTS (a fleet file beside ``log``)."""
+    fleet = log.with_suffix(".fleet.yaml")
+    fleet.write_text(f"ramp_fleet:\n  robot: piper\n  robots: [{', '.join(ROBOTS)}]\n")
+    cmd = [
+        *host_prefix, sys.executable, "-m", "ramp_bringup.cli", "up", "--fleet", str(fleet),
+        "--localhost-only", "false", "--dds-profile", str(UDP_PROFILE),
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 def read_events(path: Path) -> list[dict]:
@@ -120,20 +133,24 @@ def hosts(names: list[str], multicast: bool = True) -> Iterator[tuple[object, li
                 proc.wait(5)
 
 
-def test_a_robot_link_down_holds_that_robot_and_leaves_the_other_running(tmp_path):
+@pytest.mark.parametrize("inference", ["batched", "separate"])
+def test_a_robot_link_down_holds_that_robot_and_leaves_the_other_running(tmp_path, inference):
     with hosts([*ROBOTS, "inference"]) as (net, procs, env):
-        procs += start_fleet(net, tmp_path, env)
+        procs += start_fleet(net, tmp_path, env, batched=inference == "batched")
         run_scenario(net, tmp_path)
         codes = stop_all(procs)
     logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("*.log")}
     assert codes == [0] * len(codes), {k: v[-2000:] for k, v in logs.items()}
 
 
-def start_fleet(net, tmp_path: Path, env: dict) -> list[subprocess.Popen]:
+def start_fleet(net, tmp_path: Path, env: dict, batched: bool) -> list[subprocess.Popen]:
     procs = []
     infer = net.hosts["inference"].exec_prefix()
+    if batched:
+        procs.append(ramp_fleet(tmp_path / "infer_fleet.log", infer, env))
     for robot in ROBOTS:
-        procs.append(ramp_up("inference", robot, tmp_path / f"infer_{robot}.log", infer, env))
+        if not batched:
+            procs.append(ramp_up("inference", robot, tmp_path / f"infer_{robot}.log", infer, env))
         host = net.hosts[robot].exec_prefix()
         procs.append(ramp_up("robot", robot, tmp_path / f"{robot}.log", host, env))
         probe = [*host, sys.executable, __file__, "--probe", robot, "--out"]

@@ -21,6 +21,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+        ("share/" + PACKAGE + "/config/fleet", glob("config/fleet/*.yaml")),
         ("share/" + PACKAGE + "/dds", glob("dds/*.xml")),
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
     ],

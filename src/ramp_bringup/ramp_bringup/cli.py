@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from ramp_bringup.core.plan import Override, PlanError, StackOptions, build_plan
+from ramp_bringup.core.plan import Fleet, Override, PlanError, StackOptions, build_plan
 from ramp_bringup.core.report import RunRecorder, write_report
 from ramp_bringup.core.smoothness import CommandSmoothness
 from ramp_bringup.core.supervisor import Supervisor, ignore_stop_signals, terminate_on_signals
@@ -32,6 +32,7 @@ from ramp_bringup.stack import (
     StackConfigError,
     config_path,
     dds_profile_path,
+    fleet_path,
     stack_nodes,
 )
 from ramp_common.cli_tools import closed_pipe
@@ -44,8 +45,22 @@ def _node_params(config_file: Path, node: str) -> dict:
 
 def _stack_options(args: argparse.Namespace) -> StackOptions:
     dds_profile = args.dds_profile or None  # '' (the default): environment, else shipped
+    robots: tuple[str, ...] = ()
+    if args.fleet:
+        fleet = Fleet.load(fleet_path(args.fleet))
+        if args.role == "robot":
+            raise PlanError(
+                "--fleet starts an inference host (--role inference); start each robot with "
+                "--role robot --namespace <ns>"
+            )
+        args.role = "inference"
+        args.robot = fleet.robot
+        robots = fleet.namespaces
+        if args.domain_id is None:
+            args.domain_id = fleet.domain_id
     return StackOptions(
         config_file=Path(args.config) if args.config else config_path(args.robot),
+        robots=robots,
         namespace=args.namespace,
         fake_hardware=args.fake_hardware,
         overrides=tuple(Override.parse(text) for text in args.param),
@@ -124,6 +139,7 @@ class _Run:
             "nodes": [s.name for s in self.plan_specs],
             "layout": layout,
             "namespace": self.plan.namespace,
+            "robots": list(self.options.robots),
             "ros_domain_id": int(self.env["ROS_DOMAIN_ID"]),
             "dds_profile": self.env.get("FASTRTPS_DEFAULT_PROFILES_FILE"),
             "fake_hardware": bool(self.args.fake_hardware),
@@ -370,6 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the robot bridge against its protocol-level fake (no robot needed)",
     )
     up.add_argument("--namespace", default="", help="namespace of every node (one per robot)")
+    up.add_argument(
+        "--fleet",
+        help="fleet file (path, or a name in config/fleet/): one batched world model + policy "
+        "serve every robot it lists (implies --role inference; docs/fleet.md)",
+    )
     up.add_argument(
         "--role",
         choices=("all", *ROLE_CHOICES),

@@ -17,11 +17,18 @@ from pathlib import Path
 from ramp_bringup.core.plan import (
     DDS_PROFILE_VARS,
     DEFAULT_MODEL_DIR,
+    Fleet,
     PlanError,
     StackOptions,
     build_plan,
 )
-from ramp_bringup.stack import ROLE_CHOICES, config_path, dds_profile_path, stack_nodes
+from ramp_bringup.stack import (
+    ROLE_CHOICES,
+    config_path,
+    dds_profile_path,
+    fleet_path,
+    stack_nodes,
+)
 
 RESPAWN_DELAY_S = 1.0
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -78,6 +85,12 @@ def launch_arguments(robot: str) -> list[tuple[str, str, str]]:
             os.environ.get("ROS_DISCOVERY_SERVER", ""),
             "HOST:PORT of a Fast DDS discovery server (no multicast); '' for multicast.",
         ),
+        (
+            "fleet",
+            "",
+            "Fleet file (path, or a name in config/fleet/): one batched world model + policy "
+            "for every robot it lists (an inference host; implies role:=inference).",
+        ),
     ]
 
 
@@ -103,7 +116,18 @@ def options_from_launch(values: dict[str, str]) -> StackOptions:
     role = values.get("role", "all")
     if role not in ("all", *ROLE_CHOICES):
         raise PlanError(f"role:={role!r}: one of all, {', '.join(ROLE_CHOICES)}")
+    robots: tuple[str, ...] = ()
+    if values.get("fleet"):
+        fleet = Fleet.load(fleet_path(values["fleet"]))
+        if role == "robot":
+            raise PlanError("fleet:= starts an inference host: role:=inference (or leave it)")
+        if Path(values["config"]).stem != fleet.robot:
+            raise PlanError(
+                f"fleet {fleet.source} serves {fleet.robot!r} robots: use {fleet.robot}.launch.py"
+            )
+        role, robots = "inference", fleet.namespaces
     return StackOptions(
+        robots=robots,
         config_file=Path(values["config"]).expanduser(),
         namespace=values["namespace"],
         fake_hardware=values["fake_hardware"].lower() in TRUE_WORDS,

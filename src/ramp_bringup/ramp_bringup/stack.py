@@ -121,6 +121,17 @@ def config_path(robot: str) -> Path:
     return path
 
 
+def fleet_path(fleet: str) -> Path:
+    """A fleet file: an existing path, else ``config/fleet/<fleet>.yaml`` of ramp_bringup."""
+    if Path(fleet).is_file():
+        return Path(fleet)
+    path = share_dir() / "config" / "fleet" / f"{fleet}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (share_dir() / "config" / "fleet").glob("*.yaml"))
+        raise StackConfigError(f"no fleet file {fleet!r} (a path, or one of {known})")
+    return path
+
+
 def dds_profile_path() -> Path:
     """The Fast DDS profile shipped with ramp_bringup (shared memory + UDPv4)."""
     return share_dir() / "dds" / "fastdds_shm.xml"

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from ramp_bringup.core.plan import (
+    Fleet,
     Override,
     PlanError,
     StackOptions,
@@ -15,7 +16,7 @@ from ramp_bringup.core.plan import (
     discovery_environment,
     normalize_namespace,
 )
-from ramp_bringup.stack import config_path, dds_profile_path, stack_nodes
+from ramp_bringup.stack import config_path, dds_profile_path, fleet_path, stack_nodes
 
 SIM = config_path("sim")
 
@@ -140,3 +141,69 @@ def test_no_dds_profile_unsets_the_variables_instead_of_emptying_them(tmp_path):
         plan_for(tmp_path / "x", dds_profile="/no/such/profile.xml")
     with pytest.raises(PlanError, match="outside"):
         plan_for(tmp_path / "y", domain_id=300)
+
+
+def test_shipped_fleet_files_load():
+    fleet = Fleet.load(fleet_path("piper_pair"))
+    assert fleet.robot == "piper"
+    assert fleet.namespaces == ("/robot1", "/robot2")
+    assert fleet.domain_id == 42
+    assert Fleet.load(fleet_path("piper_four")).namespaces[-1] == "/robot4"
+
+
+def test_a_fleet_plan_starts_one_batched_inference_pair(tmp_path):
+    plan = plan_for(tmp_path, role="inference", robots=("robot1", "/robot2"))
+    assert sorted(n.name for n in plan.nodes) == ["policy_node", "worldmodel_node"]
+    assert all(n.namespace == "" for n in plan.nodes)
+    text = plan.params_file.read_text()
+    assert "&id" not in text and "*id" not in text  # rcl refuses YAML aliases
+    params = yaml.safe_load(text)
+    for node in ("worldmodel_node", "policy_node"):
+        assert params[node]["ros__parameters"]["robots"] == ["/robot1", "/robot2"]
+        assert params[node]["ros__parameters"]["model_card"]  # the robot config's kept
+    assert "robots" not in params["/**"]["ros__parameters"]
+
+
+@pytest.mark.parametrize("options", [{"role": "all"}, {"role": "inference", "namespace": "r"}])
+def test_a_fleet_is_an_inference_host_only(tmp_path, options):
+    with pytest.raises(PlanError, match="fleet starts the inference side"):
+        plan_for(tmp_path, robots=("robot1",), **options)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("robots: [a]", "expected a mapping under 'ramp_fleet'"),
+        ("ramp_fleet: {robots: [a]}", "ramp_fleet.robot: expected a robot config name"),
+        ("ramp_fleet: {robot: piper, robots: []}", "robots: expected a non-empty list"),
+        ("ramp_fleet: {robot: piper, robots: [a, /a]}", "names \\['/a'\\] twice"),
+        ("ramp_fleet: {robot: piper, robots: ['1x']}", "not a valid ROS namespace"),
+        (
+            "ramp_fleet: {robot: piper, robots: [{namespace: a, robot: g1}]}",
+            "robots\\[0\\]: robot 'g1' differs from the fleet's 'piper'",
+        ),
+        ("ramp_fleet: {robot: piper, robots: [{ns: a}]}", "robots\\[0\\]: expected a namespace"),
+        ("ramp_fleet: {robot: piper, domain_id: x, robots: [a]}", "domain_id: expected an int"),
+    ],
+)
+def test_a_bad_fleet_file_is_named(tmp_path, text, error):
+    path = tmp_path / "fleet.yaml"
+    path.write_text(text)
+    with pytest.raises(PlanError, match=error):
+        Fleet.load(path)
+
+
+def test_the_launch_files_take_a_fleet_too():
+    from ramp_bringup.launch_helpers import launch_arguments, options_from_launch
+
+    values = {name: default for name, default, _ in launch_arguments("piper")}
+    assert options_from_launch(values).robots == ()
+    values["fleet"] = "piper_pair"
+    options = options_from_launch(values)
+    assert options.role == "inference" and options.robots == ("/robot1", "/robot2")
+    values["role"] = "robot"
+    with pytest.raises(PlanError, match="role:=inference"):
+        options_from_launch(values)
+    sim = {name: default for name, default, _ in launch_arguments("sim")}
+    with pytest.raises(PlanError, match=r"use piper\.launch\.py"):
+        options_from_launch({**sim, "fleet": "piper_pair"})

@@ -47,7 +47,9 @@ _REQUIRED_FIELDS = (
     "inputs",
     "outputs",
 )
-_KNOWN_FIELDS = (*_REQUIRED_FIELDS, "created", "producer", "image", "chunk")
+_KNOWN_FIELDS = (*_REQUIRED_FIELDS, "created", "producer", "image", "chunk", "batch")
+DYNAMIC_BATCH = "dynamic"
+"""Card ``batch`` value of a model whose ONNX has a symbolic first axis of any size."""
 
 
 class ModelCardError(ValueError):
@@ -137,6 +139,11 @@ class ModelCard:
     created: str = ""
     producer: str = ""
     format: str = field(default=CARD_FORMAT)
+    batch: int | str = 1
+    """How many observations one call takes along the first axis of every input and output:
+    1 (fixed; the default, and every card written before batching), ``"dynamic"`` (any number,
+    the ONNX axis is symbolic) or an int N > 1 (dynamic up to N, e.g. a TensorRT profile's
+    maximum). Tensor ``shape`` entries always give the shape of one observation (leading 1)."""
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -193,6 +200,7 @@ class ModelCard:
         outputs = p.tensors(data, "outputs", OUTPUT_ROLES)
         image = p.image(data["image"]) if data.get("image") is not None else None
         chunk = p.chunk(data["chunk"]) if data.get("chunk") is not None else None
+        batch = p.batch(data.get("batch", 1))
 
         card = cls(
             path=path,
@@ -208,6 +216,7 @@ class ModelCard:
             chunk=chunk,
             created=created,
             producer=producer,
+            batch=batch,
         )
         _check_consistency(card, p)
         return card
@@ -225,6 +234,18 @@ class ModelCard:
     def output_by_role(self, role: str) -> TensorSpec | None:
         """The output with ``role``, or None when the model has no such output."""
         return next((t for t in self.outputs if t.role == role), None)
+
+    @property
+    def max_batch(self) -> int | None:
+        """Most observations per call: 1 for a fixed-batch card, None for ``batch: dynamic``."""
+        if self.batch == DYNAMIC_BATCH:
+            return None
+        return int(self.batch)
+
+    @property
+    def batched(self) -> bool:
+        """True when one call may take more than one observation (``batch`` dynamic or N > 1)."""
+        return self.max_batch != 1
 
     @property
     def input_roles(self) -> tuple[str, ...]:
@@ -260,6 +281,8 @@ class ModelCard:
         data["outputs"] = [t.to_dict() for t in self.outputs]
         if self.chunk is not None:
             data["chunk"] = self.chunk.to_dict()
+        if self.batch != 1:
+            data["batch"] = self.batch
         return data
 
     def to_yaml(self) -> str:
@@ -451,6 +474,17 @@ class _Parser:
             self.number(items, str(i), f"{where}.{key}", positive=positive) for i in range(3)
         )
 
+    def batch(self, value: Any) -> int | str:
+        if value == DYNAMIC_BATCH:
+            return DYNAMIC_BATCH
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.fail(
+                "batch",
+                f"expected {DYNAMIC_BATCH!r} or a positive integer (the most observations per "
+                f"call), got {value!r}",
+            )
+        return value
+
     def image(self, data: Any) -> ImageSpec:
         if not isinstance(data, Mapping):
             self.fail("image", f"expected a mapping, got {data!r}")
@@ -532,7 +566,12 @@ class _Parser:
                     f"tensor {name!r}: expected a list of positive integers, got {shape!r}",
                 )
             if shape[0] != 1:
-                self.fail(f"{where}.shape", f"tensor {name!r}: batch must be 1, got {shape}")
+                self.fail(
+                    f"{where}.shape",
+                    f"tensor {name!r}: batch must be 1, got {shape} (shapes give one "
+                    "observation; a model that takes several per call declares that with the "
+                    "top-level field 'batch: dynamic' or 'batch: N')",
+                )
             specs.append(TensorSpec(name, role, entry["dtype"], tuple(shape)))
         for attr in ("name", "role"):
             values = [getattr(s, attr) for s in specs]

@@ -133,12 +133,19 @@ class LoadedModel:
     def model_id(self) -> str:
         return self.card.model_id
 
-    def run(self, feeds_by_role: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(
+        self, feeds_by_role: Mapping[str, np.ndarray], *, check_finite: bool = True
+    ) -> dict[str, np.ndarray]:
         """Run one inference. Feeds and results are keyed by card role.
 
+        Every feed's first axis is the batch: 1, or for a card with ``batch`` dynamic / N any
+        1..N observations, the same number in every feed (the outputs have it too; row i of
+        every output belongs to row i of the feeds).
+
         Raises InferenceInputError for a missing or unknown role or a feed whose shape or dtype
-        differs from the card (no silent casts), and NonFiniteOutputError when an output holds
-        NaN or Inf.
+        differs from the card (no silent casts) or whose batch the card does not allow, and
+        NonFiniteOutputError when an output holds NaN or Inf (unless ``check_finite`` is False:
+        a batched caller checks each robot's row itself, ``ramp_models.batching``).
         """
         src = self.card.source
         unknown = sorted(set(feeds_by_role) - set(self.card.input_roles))
@@ -148,6 +155,7 @@ class LoadedModel:
                 f"(inputs: {list(self.card.input_roles)})"
             )
         feeds: dict[str, np.ndarray] = {}
+        batch: int | None = None
         for spec in self.card.inputs:
             if spec.role not in feeds_by_role:
                 raise InferenceInputError(f"{src}: no feed for role {spec.role!r}")
@@ -156,23 +164,47 @@ class LoadedModel:
                 raise InferenceInputError(
                     f"{src}: role {spec.role!r}: expected a numpy array, got {type(array).__name__}"
                 )
-            if array.shape != spec.shape or array.dtype != np.dtype(spec.dtype):
+            n = array.shape[0] if array.ndim else 0
+            if (
+                array.shape[1:] != spec.shape[1:]
+                or array.ndim != len(spec.shape)
+                or array.dtype != np.dtype(spec.dtype)
+                or n < 1
+            ):
                 raise InferenceInputError(
                     f"{src}: role {spec.role!r} (input {spec.name!r}): got {array.dtype} "
                     f"{list(array.shape)}, expected {spec.dtype} {list(spec.shape)}"
+                    + (" (first axis: batch)" if self.card.batched else "")
+                )
+            if batch is None:
+                batch = n
+            elif n != batch:
+                raise InferenceInputError(
+                    f"{src}: role {spec.role!r} (input {spec.name!r}): batch {n}, other feeds "
+                    f"have {batch} (every feed stacks the same observations)"
                 )
             feeds[spec.name] = array
+        limit = self.card.max_batch
+        if batch is not None and limit is not None and batch > limit:
+            raise InferenceInputError(
+                f"{src}: batch {batch} but the card allows at most {limit} observations per "
+                f"call (field 'batch': {self.card.batch!r})"
+            )
         start = time.perf_counter()
         results = self.session.run(self._output_names, feeds)
         self.last_inference_s = time.perf_counter() - start
         out: dict[str, np.ndarray] = {}
         for spec, value in zip(self.card.outputs, results, strict=True):
-            if value.shape != spec.shape:
+            if value.shape != (batch, *spec.shape[1:]):
                 raise ModelCardError(
                     f"{src}: output {spec.name!r} (role {spec.role}) came back with shape "
-                    f"{list(value.shape)}, card says {list(spec.shape)}"
+                    f"{list(value.shape)} for batch {batch}, card says {list(spec.shape)}"
                 )
-            if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            if (
+                check_finite
+                and np.issubdtype(value.dtype, np.floating)
+                and not np.all(np.isfinite(value))
+            ):
                 bad = int(np.count_nonzero(~np.isfinite(value)))
                 raise NonFiniteOutputError(
                     f"{src}: model {self.card.model_id} output {spec.name!r} (role {spec.role}) "
@@ -213,6 +245,9 @@ def load_model(
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(intra_op_threads)
     options.inter_op_num_threads = 1
+    # Idle intra-op threads would otherwise spin between calls, burning cores the robot's other
+    # processes need (seen: a 2-thread session idling at 100 % of a core between 15 Hz calls).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         session = ort.InferenceSession(
@@ -282,6 +317,12 @@ def _check_tensor(card: ModelCard, group: str, spec: TensorSpec, arg: Any) -> No
             f"(ONNX {card.onnx_path.name})"
         )
     shape = list(arg.shape)
+    if card.batched and shape and isinstance(shape[0], int):
+        raise ModelCardError(
+            f"{src}: {group} {spec.name!r}: the card declares batch {card.batch!r} but ONNX "
+            f"{card.onnx_path.name} fixes the first axis to {shape[0]} (export with a dynamic "
+            "batch axis, or write batch: 1 on the card)"
+        )
     # A symbolic dimension (dynamic axis) accepts the card's fixed size; run() checks feeds.
     compatible = len(shape) == len(spec.shape) and all(
         not isinstance(a, int) or a == e for a, e in zip(shape, spec.shape, strict=True)

@@ -12,7 +12,9 @@ world-model state's stamp, itself the oldest capture stamp; time_from_start of s
 inference starts when the chunk last published has fewer than ``replan_remaining_s`` seconds left
 (reloadable), and at most at ``rate_hz``; with ``replan_remaining_s`` = 0 it runs on every new
 world-model state, at most at ``rate_hz``. The diagnostics' ``model_id`` is the policy that made
-the last chunk (also its frame_id).
+the last chunk (also its frame_id). With ``robots`` (batched serving) every robot has its own
+replan rule and rate limit; the robots due in a round share one forward pass and each chunk goes
+to ``/<ns>/ramp/action_chunk`` stamped with that robot's world-model state stamp.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ramp_common.params import Param
 from ramp_common.qos import COMMAND_QOS
 from ramp_models.model_card import ModelCard
 from ramp_models.observation import Observation
-from ramp_models.ros.model_node import ModelNode, ModelSetup, model_node_params
+from ramp_models.ros.model_node import Lane, ModelNode, ModelSetup, model_node_params
 from ramp_policy_node.core.replan import ReplanRule
 
 PARAMS: tuple[Param, ...] = (
@@ -66,26 +68,31 @@ class PolicyNode(ModelNode):
 
     def __init__(self, node_name: str = "policy_node", **node_kwargs: Any) -> None:
         super().__init__(node_name, PARAMS, **node_kwargs)
-        self._replan = ReplanRule(float(self.params["replan_remaining_s"]))
 
-    def _create_output(self) -> None:
-        self._pub = self.create_publisher(JointTrajectory, "ramp/action_chunk", COMMAND_QOS)
+    def _create_output(self, prefix: str) -> Any:
+        return self.create_publisher(JointTrajectory, f"{prefix}ramp/action_chunk", COMMAND_QOS)
+
+    def _lane_state(self) -> ReplanRule:
+        return ReplanRule(float(self.params["replan_remaining_s"]))
 
     def _derive(self, card: ModelCard) -> _Chunking:
         step_dt = float(card.chunk.step_dt)
         return _Chunking(t_from_start=step_dt * np.arange(1, card.chunk.length + 1))
 
-    def _due(self, now: float) -> bool:
-        replan = getattr(self, "_replan", None)
+    def _due(self, now: float, lane: Lane) -> bool:
+        replan: ReplanRule | None = lane.state
         return replan is not None and replan.due(now)
 
     def _on_parameter(self, name: str, value: Any) -> tuple[bool, str]:
         if name == "replan_remaining_s":
-            self._replan.replan_remaining_s = float(value)
+            for lane in self._lanes:
+                lane.state.replan_remaining_s = float(value)
             return True, f"replan_remaining_s = {value} s"
         return super()._on_parameter(name, value)
 
-    def _publish(self, setup: ModelSetup, obs: Observation, outputs: dict[str, Any]) -> None:
+    def _publish(
+        self, setup: ModelSetup, lane: Lane, obs: Observation, outputs: dict[str, Any]
+    ) -> None:
         t_from_start = setup.extra.t_from_start
         chunk = np.asarray(outputs["action_chunk"][0], dtype=np.float64)
         msg = numpy_to_trajectory(
@@ -95,8 +102,8 @@ class PolicyNode(ModelNode):
             sec_to_stamp(obs.stamp),
             setup.model.model_id,
         )
-        self._pub.publish(msg)
-        self._replan.published(obs.stamp, float(t_from_start[-1]))
+        lane.output.publish(msg)
+        lane.state.published(obs.stamp, float(t_from_start[-1]))
 
 
 def main(args: list[str] | None = None) -> int:

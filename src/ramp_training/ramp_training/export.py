@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ramp_models.model_card import (
+    DYNAMIC_BATCH,
     ChunkSpec,
     ImageSpec,
     ModelCard,
@@ -40,7 +41,9 @@ class CardFields:
 
     ``inputs`` / ``outputs`` map ONNX tensor names to card roles, in the order of the model's
     ``forward`` arguments / returned tensors. ``model_id`` gets ``-<first 8 hex of sha256>``
-    appended, so each exported file has its own id.
+    appended, so each exported file has its own id. ``batch``: ``"dynamic"`` (the default) gives
+    every input and output a symbolic first axis named ``batch``, so one call can serve several
+    robots (a batched model node); 1 fixes it (the cards written before batching).
     """
 
     kind: str
@@ -52,6 +55,7 @@ class CardFields:
     image: ImageSpec | None = None
     chunk: ChunkSpec | None = None
     producer: str = f"ramp_training {__version__}"
+    batch: int | str = DYNAMIC_BATCH
 
 
 def export_onnx(
@@ -63,11 +67,14 @@ def export_onnx(
     atol: float = DEFAULT_ATOL,
     seed: int = 0,
 ) -> Path:
-    """Export ``model`` (batch 1) to ``onnx_path``, write the card beside it, verify; -> card path.
+    """Export ``model`` to ``onnx_path``, write the card beside it, verify; -> card path.
 
-    Verification runs the exported model through onnxruntime (CPU, through the card checks the
-    nodes use) on the example inputs and on seeded random inputs of the same shapes; any output
-    further than ``atol`` from torch raises ExportVerificationError and removes both files.
+    The example inputs have batch 1 (the card's shapes); with ``card.batch`` dynamic the first
+    axis of every input and output is exported as the symbolic ``batch``. Verification runs the
+    exported model through onnxruntime (CPU, through the card checks the nodes use) on the
+    example inputs and on seeded random inputs of the same shapes (and, for a batched card, a
+    batch of 3); any output further than ``atol`` from torch raises ExportVerificationError and
+    removes both files.
     """
     onnx_path = Path(onnx_path).absolute()
     card_path = onnx_path.with_suffix(".yaml")
@@ -85,6 +92,9 @@ def export_onnx(
         raise ValueError(f"model returns {len(reference)} tensors for {len(card.outputs)} outputs")
 
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic_axes = None
+    if card.batch != 1:
+        dynamic_axes = {name: {0: "batch"} for name in (*card.inputs, *card.outputs)}
     torch.onnx.export(
         model,
         inputs,
@@ -93,6 +103,7 @@ def export_onnx(
         output_names=list(card.outputs),
         opset_version=OPSET,
         do_constant_folding=True,
+        dynamic_axes=dynamic_axes,
         dynamo=False,
     )
     sha = sha256_file(onnx_path)
@@ -110,6 +121,7 @@ def export_onnx(
         chunk=card.chunk,
         created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         producer=card.producer,
+        batch=card.batch,
     )
     try:
         written.write()
@@ -130,16 +142,23 @@ def verify_export(
     seed: int = 0,
     random_trials: int = 2,
 ) -> float:
-    """Largest |onnxruntime - torch| over the example and random inputs; raises above ``atol``."""
+    """Largest |onnxruntime - torch| over the example and random inputs; raises above ``atol``.
+
+    A batched card (``batch`` dynamic or N > 1) is also checked on a random batch of
+    min(3, N) observations.
+    """
     loaded = load_model(card_path, [CPU])
     generator = torch.Generator().manual_seed(seed)
     trials = [tuple(example_inputs)]
-    for _ in range(random_trials):
+    batches = [1] * random_trials
+    if loaded.card.batched:
+        batches.append(min(3, loaded.card.max_batch or 3))
+    for n in batches:
         trials.append(
             tuple(
-                torch.randn(x.shape, generator=generator, dtype=x.dtype)
+                torch.randn((n, *x.shape[1:]), generator=generator, dtype=x.dtype)
                 if x.is_floating_point()
-                else x
+                else x.expand(n, *x.shape[1:])
                 for x in example_inputs
             )
         )
@@ -151,7 +170,17 @@ def verify_export(
             spec.role: x.detach().cpu().numpy()
             for spec, x in zip(loaded.card.inputs, trial, strict=True)
         }
-        got = loaded.run(feeds)
+        batch = next(iter(feeds.values())).shape[0]
+        try:
+            got = loaded.run(feeds)
+        except Exception as exc:  # onnxruntime's own error types for a graph that fixed batch 1
+            if batch == 1:
+                raise
+            raise ExportVerificationError(
+                f"{card_path}: the exported graph does not run a batch of {batch} ({exc}); make "
+                "the model batch-generic (no fixed batch of 1 in reshapes) or export it with "
+                "CardFields(batch=1)"
+            ) from exc
         for spec, ref in zip(loaded.card.outputs, expected, strict=True):
             diff = float(np.max(np.abs(got[spec.role] - ref.detach().cpu().numpy())))
             worst = max(worst, diff)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ramp_models.model_card import ModelCard, sha256_file
+from ramp_models.model_card import ModelCard, ModelCardError, sha256_file
 from ramp_models.onnx_runtime import NonFiniteOutputError
 from ramp_training import cli
 from ramp_training.demo import (
@@ -55,6 +56,46 @@ def test_demo_cards(demo_dir: Path) -> None:
     assert policy.input_by_role("wm_state").shape == (1, 8, 32)
     assert policy.output_by_role("action_chunk").shape == (1, 20, 7)
     assert policy.chunk.length == 20 and policy.chunk.step_dt == pytest.approx(0.02)
+
+
+def test_demo_pair_is_exported_with_a_dynamic_batch_axis(demo_dir: Path) -> None:
+    """Batched serving: the cards say ``batch: dynamic``, the ONNX axes are symbolic, and a batch
+    of 3 gives row by row what three batch-1 calls give."""
+    import onnxruntime as ort
+
+    world_model, policy = load_demo(demo_dir)
+    for model in (world_model, policy):
+        assert model.card.batch == "dynamic"
+        session = ort.InferenceSession(str(model.card.onnx_path))
+        for arg in (*session.get_inputs(), *session.get_outputs()):
+            assert arg.shape[0] == "batch", (arg.name, arg.shape)
+        rng = np.random.default_rng(0)
+        feeds = {
+            s.role: rng.normal(size=(3, *s.shape[1:])).astype(np.float32) for s in model.card.inputs
+        }
+        batched = model.run(feeds)
+        for i in range(3):
+            single = model.run({role: x[i : i + 1] for role, x in feeds.items()})
+            for role, value in single.items():
+                np.testing.assert_allclose(batched[role][i : i + 1], value, rtol=1e-4, atol=1e-5)
+
+
+class _BatchOneOnly(torch.nn.Module):
+    def forward(self, joint_state: torch.Tensor) -> torch.Tensor:
+        return joint_state.reshape(1, 1, 7) * 0.5  # a fixed batch of 1 baked into the graph
+
+
+def test_a_model_that_only_runs_batch_one_exports_with_batch_one(tmp_path: Path) -> None:
+    fields = _fields({"q": "joint_state"})
+    # refused either by the card check (torch fixed the output's first axis) or at batch 3
+    with pytest.raises((ModelCardError, ExportVerificationError), match="batch"):
+        export_onnx(_BatchOneOnly(), (torch.zeros(1, 7),), tmp_path / "dyn.onnx", fields)
+    assert not (tmp_path / "dyn.onnx").exists() and not (tmp_path / "dyn.yaml").exists()
+    fixed = replace(fields, batch=1)
+    card = ModelCard.load(
+        export_onnx(_BatchOneOnly(), (torch.zeros(1, 7),), tmp_path / "b1.onnx", fixed)
+    )
+    assert card.batch == 1 and "batch" not in card.to_dict()
 
 
 def test_closed_loop_rollout_moves_within_limits(demo_dir: Path) -> None:
@@ -152,12 +193,12 @@ def test_world_model_future_heads() -> None:
 
 class _Sqrt(torch.nn.Module):
     def forward(self, joint_state: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(joint_state - 1.0).reshape(1, 1, 7)
+        return torch.sqrt(joint_state - 1.0).reshape(-1, 1, 7)
 
 
 class _Hold(torch.nn.Module):
     def forward(self, latent: torch.Tensor, joint_state: torch.Tensor) -> torch.Tensor:
-        return joint_state.unsqueeze(1).expand(1, 2, 7) + 0.0 * latent.mean()
+        return joint_state.unsqueeze(1).expand(-1, 2, 7) + 0.0 * latent.mean()
 
 
 def _fields(inputs: dict[str, str]) -> CardFields:

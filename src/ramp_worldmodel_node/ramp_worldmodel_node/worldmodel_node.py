@@ -8,7 +8,9 @@ This node adds what a world model publishes:
 ``ramp/wm_state`` (sensor_msgs/Image, 32FC1, rows = latent tokens, cols = latent dim,
 header.stamp = observation time = oldest capture stamp used, frame_id = model id), and the
 value head's estimate (diagnostics ``value``) when the card has one. The diagnostics'
-``model_id`` is the model the last inference ran.
+``model_id`` is the model the last inference ran. With ``robots`` (batched serving, one
+encoder pass for several robots) each robot's latent goes to ``/<ns>/ramp/wm_state`` with that
+robot's observation stamp, its value to ``<ns>.value``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ramp_common.node_tools import run_node
 from ramp_common.params import Param
 from ramp_common.qos import STATE_QOS
 from ramp_models.observation import Observation
-from ramp_models.ros.model_node import ModelNode, ModelSetup, model_node_params
+from ramp_models.ros.model_node import Lane, ModelNode, ModelSetup, model_node_params
 
 PARAMS: tuple[Param, ...] = model_node_params("world-model", 15.0, "Encoder inference rate.")
 
@@ -41,15 +43,18 @@ class WorldModelNode(ModelNode):
     def __init__(self, node_name: str = "worldmodel_node", **node_kwargs: Any) -> None:
         super().__init__(node_name, PARAMS, **node_kwargs)
 
-    def _create_output(self) -> None:
-        self._pub = self.create_publisher(Image, "ramp/wm_state", STATE_QOS)
+    def _create_output(self, prefix: str) -> Any:
+        return self.create_publisher(Image, f"{prefix}ramp/wm_state", STATE_QOS)
 
-    def _publish(self, setup: ModelSetup, obs: Observation, outputs: dict[str, Any]) -> None:
+    def _publish(
+        self, setup: ModelSetup, lane: Lane, obs: Observation, outputs: dict[str, Any]
+    ) -> None:
         latent = np.ascontiguousarray(outputs["wm_state"][0], dtype=np.float32)
         msg = numpy_to_image(latent, "32FC1", sec_to_stamp(obs.stamp), setup.model.model_id)
-        self._pub.publish(msg)
+        lane.output.publish(msg)
         if "value" in outputs:
-            self._health.set_value("value", float(np.asarray(outputs["value"]).ravel()[0]))
+            value = float(np.asarray(outputs["value"]).ravel()[0])
+            self._health.set_value(lane.key("value"), value)
 
 
 def main(args: list[str] | None = None) -> int:

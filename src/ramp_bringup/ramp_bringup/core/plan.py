@@ -9,7 +9,10 @@ processes with the same parameters and DDS environment:
   node keys rewritten under a namespace (``/<ns>/<node>``) so a namespaced stack still finds
   its parameters; written once as one effective parameter file;
 - environment: ROS domain id, discovery range (localhost only for development), the Fast DDS
-  profile, the model folder, and ``RAMP_PARENT_PID`` (nodes end with their launcher).
+  profile, the model folder, and ``RAMP_PARENT_PID`` (nodes end with their launcher);
+- a fleet (:class:`Fleet`, ``config/fleet/<name>.yaml``): the robots one inference host serves
+  with one batched world-model / policy pair; the plan then starts the inference nodes once,
+  outside any namespace, with their ``robots`` parameter naming the robots' namespaces.
 """
 
 from __future__ import annotations
@@ -78,6 +81,81 @@ class StackOptions:
     discovery_server: str | None = None
     """``host:port[;host:port...]`` of Fast DDS discovery servers (networks without multicast);
     sets ``ROS_DISCOVERY_SERVER``. None: the environment's, else multicast discovery."""
+    robots: tuple[str, ...] = ()
+    """Batched serving (a fleet): namespaces of the robots the inference nodes serve; only with
+    ``role="inference"`` and no ``namespace``."""
+
+
+FLEET_KEY = "ramp_fleet"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The robots one inference host serves with one batched model pair (a fleet file).
+
+    ``robot`` is the robot config every robot of the fleet runs (one model pair serves robots
+    with the same joints and cameras); ``namespaces`` are theirs (``/robot1``); ``domain_id``
+    the ROS domain they share (None: the usual default).
+    """
+
+    robot: str
+    namespaces: tuple[str, ...]
+    domain_id: int | None = None
+    source: str = ""
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Fleet:
+        """Read a fleet file; PlanError names the file and what is wrong.
+
+        Format (YAML)::
+
+            ramp_fleet:
+              robot: piper            # robot config of every robot (config/<robot>.yaml)
+              domain_id: 42           # optional
+              robots:                 # namespace, optionally with its robot config
+                - namespace: robot1
+                - {namespace: robot2, robot: piper}
+        """
+        src = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise PlanError(f"cannot read fleet file {src}: {exc}") from exc
+        fleet = (data or {}).get(FLEET_KEY) if isinstance(data, dict) else None
+        if not isinstance(fleet, dict):
+            raise PlanError(f"{src}: expected a mapping under {FLEET_KEY!r}")
+        robot = fleet.get("robot")
+        if not isinstance(robot, str) or not robot:
+            raise PlanError(f"{src}: {FLEET_KEY}.robot: expected a robot config name")
+        entries = fleet.get("robots")
+        if not isinstance(entries, list) or not entries:
+            raise PlanError(f"{src}: {FLEET_KEY}.robots: expected a non-empty list")
+        namespaces = []
+        for i, entry in enumerate(entries):
+            where = f"{src}: {FLEET_KEY}.robots[{i}]"
+            if isinstance(entry, str):
+                entry = {"namespace": entry}
+            if not isinstance(entry, dict) or not isinstance(entry.get("namespace"), str):
+                raise PlanError(f"{where}: expected a namespace or {{namespace: ..., robot: ...}}")
+            unknown = sorted(set(entry) - {"namespace", "robot"})
+            if unknown:
+                raise PlanError(f"{where}: unknown field {unknown[0]!r}")
+            if entry.get("robot", robot) != robot:
+                raise PlanError(
+                    f"{where}: robot {entry['robot']!r} differs from the fleet's {robot!r}: one "
+                    "batched model pair serves robots with one config (one fleet file per kind)"
+                )
+            ns = normalize_namespace(entry["namespace"])
+            if not ns:
+                raise PlanError(f"{where}: the namespace must not be empty")
+            namespaces.append(ns)
+        dupes = sorted({n for n in namespaces if namespaces.count(n) > 1})
+        if dupes:
+            raise PlanError(f"{src}: {FLEET_KEY}.robots names {dupes} twice")
+        domain = fleet.get("domain_id")
+        if domain is not None and (isinstance(domain, bool) or not isinstance(domain, int)):
+            raise PlanError(f"{src}: {FLEET_KEY}.domain_id: expected an integer, got {domain!r}")
+        return cls(robot, tuple(namespaces), domain, src)
 
 
 @dataclass
@@ -208,13 +286,23 @@ def build_plan(
     if options.role != "all":
         specs = [s for s in specs if s.role == options.role]
     namespace = normalize_namespace(options.namespace)
+    overrides = tuple(options.overrides)
+    if options.robots:
+        if options.role != "inference" or namespace:
+            raise PlanError(
+                "a fleet starts the inference side of its robots only (role inference, no "
+                "namespace); start each robot with --role robot --namespace <ns>"
+            )
+        robots = [normalize_namespace(r) for r in options.robots]
+        # a list per node: one shared object would be dumped as a YAML alias, which rcl refuses
+        overrides += tuple(Override(s.name, "robots", list(robots)) for s in specs)
     try:
         config = yaml.safe_load(Path(options.config_file).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise PlanError(f"cannot read robot config {options.config_file}: {exc}") from exc
     params = effective_parameters(
         config,
-        options.overrides,
+        overrides,
         fake_hardware=options.fake_hardware,
         namespace=namespace,
         node_names=all_names,

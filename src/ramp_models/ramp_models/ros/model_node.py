@@ -20,15 +20,29 @@ A subclass names its model kind and what it publishes; the base owns the rest, o
   subclass's ``_publish``; a non-finite output is dropped and reported ERROR;
 - health on ``diagnostics``: model id (the model the last inference ran), card, providers,
   reload counters, inference time and age at publish percentiles, output rate, and the hops of
-  ``ramp_common.hops`` (input delay, waiting, inference, publish).
+  ``ramp_common.hops`` (input delay, waiting, inference, publish);
+- batched serving (``robots``, docs/fleet.md): with a list of robot namespaces the node serves
+  them all from one model session. It subscribes to ``/<ns>/joint_states``,
+  ``/<ns>/camera/<name>/image_raw`` (and ``/<ns>/ramp/wm_state``) of every robot, and each
+  round of its inference thread runs one forward pass over the robots with a fresh complete
+  observation (``ramp_models.batching``), publishing each robot's output in its namespace with
+  that robot's observation stamp. A robot whose inputs stop is skipped (never waited for), a
+  robot that appears late is served from its first complete observation. Each robot has its
+  own rate limit (``rate_hz``), replan rule (policy) and health values (``<ns>.`` + the rate
+  key, ``<ns>.`` + the age key ``_p50``/``_p99``/``_max``, ``<ns>.served``, ``<ns>.skipped``,
+  ``<ns>.waiting``); the node adds ``robots``, ``batch_mode``, ``batches``,
+  ``batch_size_mean``/``_max``. A card with ``batch: 1`` still works, with one call per robot
+  (logged and in ``batch_mode``).
 
 Times are wall-clock seconds (``time.time()``), the clock of the message stamps.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -56,6 +70,7 @@ from ramp_common.node_tools import LogOnce, expand_path
 from ramp_common.params import Param, ParamSet
 from ramp_common.qos import SENSOR_QOS, STATE_QOS
 from ramp_common.worker import TriggeredWorker
+from ramp_models.batching import FleetInputs, Served, run_batched
 from ramp_models.hot_swap import HotSwap, check_probe_inference, check_same_interface
 from ramp_models.inputs import JOINT_KEY, WM_KEY, InputPlan, camera_key, observation_id
 from ramp_models.model_card import ModelCard, ModelCardError, check_against_robot
@@ -115,7 +130,92 @@ def model_node_params(label: str, rate_hz: float, rate_description: str) -> tupl
         Param(
             "watch_period_s", 1.0, "How often the card file is checked.", unit="s", positive=True
         ),
+        Param(
+            "robots",
+            [],
+            "Batched serving: namespaces of the robots this node serves with one model session "
+            "and one forward pass per round (inputs /<ns>/..., outputs /<ns>/ramp/...; every "
+            "robot has the joints and cameras above). Empty: one robot, the node's own "
+            "namespace (relative topics).",
+            type="string[]",
+        ),
     )
+
+
+def robot_namespace(name: str) -> str:
+    """``robot1`` or ``/robot1/`` -> ``/robot1``; raises ValueError for what ROS would refuse."""
+    ns = name.strip().strip("/")
+    parts = ns.split("/")
+    if not ns or not all(
+        p and (p[0].isalpha() or p[0] == "_") and all(c.isalnum() or c == "_" for c in p)
+        for p in parts
+    ):
+        raise ValueError(f"parameter robots: {name!r} is not a valid ROS namespace")
+    return "/" + ns
+
+
+@dataclass
+class Lane:
+    """One robot served by a model node: its topics' prefix, output, state and health."""
+
+    name: str
+    """Robot name in diagnostics keys and logs ('' for the single-robot node)."""
+    prefix: str
+    """Prepended to the relative topic names: '' or '/robot1/'."""
+    output: Any = None
+    """What :meth:`ModelNode._create_output` made for this robot (its publisher)."""
+    state: Any = None
+    """What :meth:`ModelNode._lane_state` made for this robot (the policy's replan rule)."""
+    rate: RateMeter = field(default_factory=RateMeter)
+    age: LatencyStats = field(default_factory=LatencyStats)
+    arrivals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Input key -> (arrival wall time, its stamp), s; the newest of each trigger input."""
+
+    def key(self, what: str) -> str:
+        """Diagnostics / counter key of ``what`` for this robot."""
+        return f"{self.name}.{what}" if self.name else what
+
+
+class _FleetWorker:
+    """The batched node's inference thread: a round after each poke, or when the next robot
+    held back by its rate limit becomes due (``FleetInputs.next_due_in``), else every
+    ``max_wait_s``; never in a callback."""
+
+    def __init__(self, body: Any, fleet: FleetInputs, max_wait_s: float, name: str) -> None:
+        self._body = body
+        self._fleet = fleet
+        self._max_wait_s = max_wait_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.errors = 0
+        self.last_error = ""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            due_in = self._fleet.next_due_in(time.time())
+            timeout = self._max_wait_s if due_in is None else min(due_in, self._max_wait_s)
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self._body()
+            except Exception as exc:  # the owner reports it in diagnostics
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -132,7 +232,8 @@ class ModelSetup:
 class ModelNode(Node):
     """Base of the model nodes (see the module docstring). Subclasses set the class attributes
     and implement :meth:`_create_output` and :meth:`_publish`; they may override
-    :meth:`_derive`, :meth:`_due`, :meth:`_on_parameter` and :meth:`_extra_health`."""
+    :meth:`_derive`, :meth:`_lane_state`, :meth:`_due`, :meth:`_on_parameter` and
+    :meth:`_extra_health`."""
 
     KIND: ClassVar[str]
     """Card ``kind`` this node runs ('world_model' or 'policy')."""
@@ -158,6 +259,9 @@ class ModelNode(Node):
         self._joint_names = list(self.params["joint_names"])
         self._camera_names = list(self.params["camera_names"])
         self._max_age_s = float(self.params["max_input_age_s"])
+        namespaces = [robot_namespace(r) for r in self.params["robots"]]
+        if len(set(namespaces)) != len(namespaces):
+            raise ValueError(f"parameter robots names a robot twice: {namespaces}")
 
         setup = self._load(card_path)
         self.get_logger().info(
@@ -165,7 +269,6 @@ class ModelNode(Node):
         )
         self._swap: HotSwap[ModelSetup] = HotSwap(setup, card_path)
         plan = setup.inputs
-        self._inputs = ObservationBuffer(plan.keys)
         self._wm_shape = plan.wm_shape
         self._trigger_keys = plan.trigger_keys
         self._gate = FrameSetGate(sorted(plan.trigger_keys), float(self.params["input_sync_s"]))
@@ -176,36 +279,47 @@ class ModelNode(Node):
         self._health.set_value("model_card", card_path)
         self._log_once = LogOnce(self)
         self._inference_ms = LatencyStats()
-        self._age = LatencyStats()
-        self._rate = RateMeter()
         self._hops = HopTimer(("input", "wait", "inference", "publish"))
-        self._arrivals: dict[str, tuple[float, float]] = {}
-        """Input key -> (arrival wall time, its stamp), s; the newest of each."""
+        period_s = 1.0 / float(self.params["rate_hz"])
+
+        # One lane per robot: the single-robot node has one with relative topics.
+        if namespaces:
+            self._lanes = [Lane(ns.lstrip("/"), ns + "/") for ns in namespaces]
+            self._fleet: FleetInputs | None = FleetInputs(
+                [lane.name for lane in self._lanes], plan.keys, period_s
+            )
+            self._batch_sizes: deque[int] = deque(maxlen=200)
+            """Robots per round, the last 200 rounds."""
+            self._health.set_value("robots", ",".join(lane.name for lane in self._lanes))
+            self.get_logger().info(
+                f"batched serving of {len(namespaces)} robots: {', '.join(namespaces)}"
+            )
+        else:
+            self._lanes = [Lane("", "")]
+            self._fleet = None
+        self._lane = self._lanes[0]
+        self._lane_by_name = {lane.name: lane for lane in self._lanes}
+        self._inputs = ObservationBuffer(plan.keys)
+        # Kept for the single-robot node's health keys (the lane's meters are the same objects).
+        self._rate = self._lane.rate
+        self._age = self._lane.age
+        self._arrivals = self._lane.arrivals
 
         io_group = ReentrantCallbackGroup()
-        if WM_KEY in plan.keys:
-            self.create_subscription(
-                Image, "ramp/wm_state", self._on_wm_state, STATE_QOS, callback_group=io_group
-            )
-        self.create_subscription(
-            JointState, "joint_states", self._on_joint_state, STATE_QOS, callback_group=io_group
-        )
-        for name in plan.cameras:
-            self.create_subscription(
-                Image,
-                f"camera/{name}/image_raw",
-                lambda msg, n=name: self._on_image(n, msg),
-                SENSOR_QOS,
-                callback_group=io_group,
-            )
-        self._create_output()
+        for lane in self._lanes:
+            self._subscribe(lane, plan, io_group)
+            lane.output = self._create_output(lane.prefix)
+            lane.state = self._lane_state()
         # Inference on its own thread, woken by new inputs: never blocks an input callback.
-        self._worker = TriggeredWorker(
-            self._tick,
-            1.0 / float(self.params["rate_hz"]),
-            max_wait_s=self.MAX_WAIT_S,
-            name=self.WORKER_NAME,
-        )
+        if self._fleet is not None:
+            self._set_batch_mode(setup)
+            self._worker: TriggeredWorker | _FleetWorker = _FleetWorker(
+                self._fleet_tick, self._fleet, self.MAX_WAIT_S, self.WORKER_NAME
+            )
+        else:
+            self._worker = TriggeredWorker(
+                self._tick, period_s, max_wait_s=self.MAX_WAIT_S, name=self.WORKER_NAME
+            )
         self._worker.start()
         self._diag = DiagnosticsPublisher(self, self._health, refresh=self._update_health)
 
@@ -218,21 +332,57 @@ class ModelNode(Node):
                 callback_group=reload_group,
             )
 
+    def _subscribe(self, lane: Lane, plan: InputPlan, group: ReentrantCallbackGroup) -> None:
+        """The input subscriptions of one robot (topics under its prefix)."""
+        p = lane.prefix
+        if WM_KEY in plan.keys:
+            self.create_subscription(
+                Image,
+                f"{p}ramp/wm_state",
+                lambda msg: self._on_wm_state(msg, lane),
+                STATE_QOS,
+                callback_group=group,
+            )
+        self.create_subscription(
+            JointState,
+            f"{p}joint_states",
+            lambda msg: self._on_joint_state(msg, lane),
+            STATE_QOS,
+            callback_group=group,
+        )
+        for name in plan.cameras:
+            self.create_subscription(
+                Image,
+                f"{p}camera/{name}/image_raw",
+                lambda msg, n=name: self._on_image(n, msg, lane),
+                SENSOR_QOS,
+                callback_group=group,
+            )
+
     # -- subclass hooks -------------------------------------------------------------------------
-    def _create_output(self) -> None:
-        """Create the publisher(s) of the model's output."""
+    def _create_output(self, prefix: str) -> Any:
+        """Create and return the publisher(s) of one robot's output; topic names start with
+        ``prefix`` ('' for the single-robot node, '/robot1/' for a served robot)."""
         raise NotImplementedError
 
-    def _publish(self, setup: ModelSetup, obs: Observation, outputs: dict[str, Any]) -> None:
-        """Publish one inference's outputs (keyed by card role) for observation ``obs``."""
+    def _publish(
+        self, setup: ModelSetup, lane: Lane, obs: Observation, outputs: dict[str, Any]
+    ) -> None:
+        """Publish one robot's outputs (keyed by card role, batch 1) for observation ``obs``
+        on ``lane.output``."""
         raise NotImplementedError
 
     def _derive(self, card: ModelCard) -> Any:
         """What the node needs from a card besides its inputs (stored as ``ModelSetup.extra``)."""
         return None
 
-    def _due(self, now: float) -> bool:
-        """False to skip this wake-up before reading the inputs (``now``: wall clock, s)."""
+    def _lane_state(self) -> Any:
+        """Per-robot state of the subclass (``Lane.state``), e.g. the policy's replan rule."""
+        return None
+
+    def _due(self, now: float, lane: Lane) -> bool:
+        """False to skip ``lane``'s robot this round before reading its inputs (``now``: wall
+        clock, s)."""
         return True
 
     def _on_parameter(self, name: str, value: Any) -> tuple[bool, str]:
@@ -306,14 +456,30 @@ class ModelNode(Node):
         self._health.set_value("model_id", setup.model.model_id)
         self._health.set_value("providers", ",".join(setup.model.active_providers))
 
+    def _set_batch_mode(self, setup: ModelSetup) -> None:
+        """Batched node: say whether the card lets one call serve several robots."""
+        card = setup.model.card
+        if card.batched:
+            mode = f"batched (card batch {card.batch})"
+        else:
+            mode = "one call per robot (card batch 1)"
+            self.get_logger().warning(
+                f"{card.source} declares batch 1: serving {len(self._lanes)} robots with one "
+                "call each; export the model with a dynamic batch axis to batch them"
+            )
+        self._health.set_value("batch_mode", mode)
+
     # -- inputs ---------------------------------------------------------------------------------
-    def _put(self, key: str, stamp: float, value: Any) -> None:
-        self._inputs.put(key, stamp, value)
+    def _put(self, key: str, stamp: float, value: Any, lane: Lane) -> None:
+        if self._fleet is not None:
+            self._fleet.put(lane.name, key, stamp, value)
+        else:
+            self._inputs.put(key, stamp, value)
         if key in self._trigger_keys:
-            self._arrivals[key] = (time.time(), stamp)
+            lane.arrivals[key] = (time.time(), stamp)
             self._worker.poke()
 
-    def _on_wm_state(self, msg: Image) -> None:
+    def _on_wm_state(self, msg: Image, lane: Lane) -> None:
         try:
             if msg.encoding != "32FC1":
                 raise MessageError(f"encoding {msg.encoding!r}, expected 32FC1")
@@ -323,23 +489,23 @@ class ModelNode(Node):
                     f"shape {latent.shape}, the {self.LABEL} expects {self._wm_shape}"
                 )
         except MessageError as exc:
-            self._health.count("dropped_wm_states")
-            self._log_once.warn("wm", f"dropping ramp/wm_state: {exc}")
+            self._health.count(lane.key("dropped_wm_states"))
+            self._log_once.warn(f"wm{lane.name}", f"dropping {lane.prefix}ramp/wm_state: {exc}")
             return
-        self._put(WM_KEY, stamp_to_sec(msg.header.stamp), latent)
+        self._put(WM_KEY, stamp_to_sec(msg.header.stamp), latent, lane)
 
-    def _on_joint_state(self, msg: JointState) -> None:
+    def _on_joint_state(self, msg: JointState, lane: Lane) -> None:
         if JOINT_KEY not in self._inputs.keys:
             return
         try:
             q = joint_state_positions(msg, self._joint_names)
         except MessageError as exc:
-            self._health.count("dropped_joint_states")
-            self._log_once.warn("joints", f"dropping joint_states: {exc}")
+            self._health.count(lane.key("dropped_joint_states"))
+            self._log_once.warn(f"joints{lane.name}", f"dropping {lane.prefix}joint_states: {exc}")
             return
-        self._put(JOINT_KEY, stamp_to_sec(msg.header.stamp), q)
+        self._put(JOINT_KEY, stamp_to_sec(msg.header.stamp), q, lane)
 
-    def _on_image(self, camera: str, msg: Image) -> None:
+    def _on_image(self, camera: str, msg: Image, lane: Lane) -> None:
         try:
             if msg.encoding not in ("rgb8", "bgr8"):
                 raise MessageError(f"encoding {msg.encoding!r}, expected rgb8 or bgr8")
@@ -349,10 +515,13 @@ class ModelNode(Node):
             if msg.encoding == "bgr8":
                 frame = frame[:, :, ::-1]
         except MessageError as exc:
-            self._health.count("dropped_images")
-            self._log_once.warn(f"img-{camera}", f"dropping frame from camera {camera}: {exc}")
+            self._health.count(lane.key("dropped_images"))
+            self._log_once.warn(
+                f"img-{lane.name}-{camera}",
+                f"dropping frame from camera {lane.prefix}{camera}: {exc}",
+            )
             return
-        self._put(camera_key(camera), stamp_to_sec(msg.header.stamp), frame)
+        self._put(camera_key(camera), stamp_to_sec(msg.header.stamp), frame, lane)
 
     # -- inference ------------------------------------------------------------------------------
     def _tick(self) -> bool:
@@ -362,7 +531,7 @@ class ModelNode(Node):
             self._set_model_health(setup)
             self.get_logger().info(f"now running {self.LABEL} {setup.model.model_id}")
         now = time.time()
-        if not self._due(now):
+        if not self._due(now, self._lane):
             return False
         try:
             obs = self._inputs.observation(now, self._max_age_s)
@@ -376,7 +545,7 @@ class ModelNode(Node):
             return False  # the rest of the frame set is on its way
         self._gate.used(obs)
         self._last_id = obs_id
-        self._time_inputs(now)
+        self._time_inputs(now, self._lane)
         feeds = setup.inputs.feeds(obs)
         start = time.perf_counter()
         try:
@@ -389,23 +558,64 @@ class ModelNode(Node):
         inferred = time.perf_counter()
         self._inference_ms.add(inferred - start)
         self._hops.add("inference", inferred - start)
-        self._publish(setup, obs, outputs)
+        self._publish(setup, self._lane, obs, outputs)
         self._hops.add("publish", time.perf_counter() - inferred)
         self._age.add(time.time() - obs.stamp)
         self._rate.tick()
         self._health.set_status(OK, "running")
         return True
 
-    def _time_inputs(self, start: float) -> None:
+    def _fleet_tick(self) -> None:
+        """One round of the batched node: every ready robot in one forward pass (per group of
+        the card's ``batch``), each robot's output published in its namespace."""
+        setup, switched = self._swap.take()
+        if switched:
+            self._set_model_health(setup)
+            self._set_batch_mode(setup)
+            self.get_logger().info(f"now running {self.LABEL} {setup.model.model_id}")
+        now = time.time()
+        ready = self._fleet.gather(
+            now, self._max_age_s, lambda name, t: self._due(t, self._lane_by_name[name])
+        )
+        if not ready:
+            return
+        for item in ready:
+            self._time_inputs(now, self._lane_by_name[item.robot])
+        start = time.perf_counter()
+        served: list[Served] = run_batched(setup.model, setup.inputs, ready)
+        inferred = time.perf_counter()
+        self._inference_ms.add(inferred - start)
+        self._hops.add("inference", inferred - start)
+        self._batch_sizes.append(len(ready))
+        self._health.count("batches")
+        for result in served:
+            lane = self._lane_by_name[result.robot]
+            if result.outputs is None:
+                bad_input = result.error.startswith("bad input")
+                self._health.count(lane.key("bad_inputs" if bad_input else "nonfinite_outputs"))
+                self._log_once.error(
+                    f"err-{lane.name}-{bad_input}",
+                    f"{self.LABEL}: no output for {lane.name}, dropped: {result.error}",
+                )
+                continue
+            self._publish(setup, lane, result.observation, result.outputs)
+            lane.age.add(time.time() - result.observation.stamp)
+            lane.rate.tick()
+        self._hops.add("publish", time.perf_counter() - inferred)
+
+    def _time_inputs(self, start: float, lane: Lane) -> None:
         """Hops of the newest trigger input: its delay from its stamp, its wait until ``start``."""
-        arrivals = [self._arrivals[k] for k in self._trigger_keys if k in self._arrivals]
+        arrivals = [lane.arrivals[k] for k in self._trigger_keys if k in lane.arrivals]
         if arrivals:
             arrived, stamp = max(arrivals)
             self._hops.add("input", arrived - stamp)
             self._hops.add("wait", start - arrived)
 
     def _update_health(self) -> None:
-        self._health.set_value(self.RATE_KEY, self._rate.rate_hz())
+        if self._fleet is not None:
+            self._update_fleet_health()
+        else:
+            self._health.set_value(self.RATE_KEY, self._rate.rate_hz())
         self._hops.report(self._health)
         self._health.set_value("reloads", self._swap.reloads)
         self._health.set_value("reloads_refused", self._swap.refused)
@@ -413,9 +623,41 @@ class ModelNode(Node):
             self._health.set_value("last_reload", self._swap.last_message)
         for key, value in self._inference_ms.percentiles_ms().items():
             self._health.set_value(f"inference_ms_{key}", value)
-        for key, value in self._age.percentiles_ms().items():
-            self._health.set_value(f"{self.AGE_KEY}_{key}", value)
+        if self._fleet is None:
+            for key, value in self._age.percentiles_ms().items():
+                self._health.set_value(f"{self.AGE_KEY}_{key}", value)
         self._extra_health()
+
+    def _update_fleet_health(self) -> None:
+        """Per-robot values and a status naming the robots that are not being served."""
+        waiting = []
+        for lane in self._lanes:
+            status = self._fleet.status(lane.name)
+            rate = lane.rate.rate_hz()
+            self._health.set_value(lane.key(self.RATE_KEY), rate)
+            for key, value in lane.age.percentiles_ms().items():
+                self._health.set_value(lane.key(f"{self.AGE_KEY}_{key}"), value)
+            self._health.set_value(lane.key("served"), status.served)
+            self._health.set_value(lane.key("skipped"), status.skipped)
+            self._health.set_value(lane.key("waiting"), status.waiting)
+            if rate <= 0.0 and status.waiting:
+                waiting.append(f"{lane.name}: {status.waiting}")
+        sizes = list(self._batch_sizes)
+        if sizes:
+            self._health.set_value("batch_size_mean", sum(sizes) / len(sizes))
+            self._health.set_value("batch_size_max", max(sizes))
+        if self._worker.errors:
+            self._health.set_status(
+                ERROR, f"inference errors ({self._worker.errors}): {self._worker.last_error}"
+            )
+        elif waiting:
+            served = len(self._lanes) - len(waiting)
+            self._health.set_status(
+                WARN,
+                f"serving {served}/{len(self._lanes)} robots; waiting: " + "; ".join(waiting),
+            )
+        else:
+            self._health.set_status(OK, f"serving {len(self._lanes)} robots")
 
     def close(self) -> None:
         """Stop the inference thread (called on shutdown)."""
