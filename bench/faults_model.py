@@ -29,22 +29,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def nan_policy(path: Path, chunk_shape: tuple[int, ...] = (1, 20, 7)) -> None:
-    """An ONNX with the demo policy's inputs whose action chunk is all NaN."""
+    """An ONNX with the demo policy's inputs (batch axis dynamic, as our exports write it) whose
+    action chunk is all NaN: NaN * sum(wm_state), broadcast to (batch, H, joints)."""
     import onnx
     from onnx import TensorProto, helper
 
     value = helper.make_tensor(
         "nan", TensorProto.FLOAT, chunk_shape, [float("nan")] * int(np.prod(chunk_shape))
     )
-    node = helper.make_node("Constant", [], ["action_chunk"], value=value)
+    axes = helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2])
+    nodes = [
+        helper.make_node("Constant", [], ["nan_chunk"], value=value),
+        helper.make_node("Constant", [], ["axes"], value=axes),
+        helper.make_node("ReduceSum", ["wm_state", "axes"], ["wm_sum"], keepdims=1),
+        helper.make_node("Mul", ["wm_sum", "nan_chunk"], ["action_chunk"]),
+    ]
+    out_shape = ["batch", *chunk_shape[1:]]
     graph = helper.make_graph(
-        [node],
+        nodes,
         "nan_policy",
         [
-            helper.make_tensor_value_info("wm_state", TensorProto.FLOAT, [1, 8, 32]),
-            helper.make_tensor_value_info("joint_state", TensorProto.FLOAT, [1, 7]),
+            helper.make_tensor_value_info("wm_state", TensorProto.FLOAT, ["batch", 8, 32]),
+            helper.make_tensor_value_info("joint_state", TensorProto.FLOAT, ["batch", 7]),
         ],
-        [helper.make_tensor_value_info("action_chunk", TensorProto.FLOAT, list(chunk_shape))],
+        [helper.make_tensor_value_info("action_chunk", TensorProto.FLOAT, out_shape)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -37,6 +37,10 @@ pytestmark = [
 RATE_TOLERANCE = 0.6
 """A rate check proves the data flows at its configured rate, not how well: the benchmarks
 measure that (bench/e2e_latency.py); a loaded CI machine must not fail it."""
+CAMERA_RATE_TOLERANCE = 0.3
+"""Simulated cameras are rendered in software: their rate is what the CPU allows, not what the
+stack does (the same code rendered 28 Hz on this 2-core machine one day and 15-22 Hz the next,
+11.5 Hz in a CI run). The control topics keep RATE_TOLERANCE."""
 
 
 class LaunchRun:
@@ -180,7 +184,8 @@ def test_sim_launch_runs_a_process_per_node_at_rate_and_ends_on_sigint(tmp_path)
             settle_s=3.0,
         )
         for topic, want in configured_rates("sim").items():
-            assert rates[topic] >= RATE_TOLERANCE * want, (topic, rates)
+            tolerance = CAMERA_RATE_TOLERANCE if topic.startswith("camera/") else RATE_TOLERANCE
+            assert rates[topic] >= tolerance * want, (topic, rates)
         assert rates["ramp/action_chunk"] > 0, rates  # camera -> world model -> policy
         os.kill(run.proc.pid, signal.SIGINT)  # Ctrl-C to launch alone
         assert_clean_end(run, run.wait(30))
