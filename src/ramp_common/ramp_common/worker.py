@@ -22,9 +22,17 @@ class TriggeredWorker:
     (``body()`` returned True) start at most every ``min_period_s`` seconds."""
 
     def __init__(
-        self, body: Callable[[], bool], min_period_s: float, max_wait_s: float, name: str
+        self,
+        body: Callable[[], bool],
+        min_period_s: float,
+        max_wait_s: float,
+        name: str,
+        next_wake_in: Callable[[], float | None] | None = None,
     ) -> None:
+        """``next_wake_in()`` (optional): seconds until the body has work without a poke (e.g.
+        a robot held back by its own rate limit becomes due), None when nothing is pending."""
         self._body = body
+        self._next_wake_in = next_wake_in
         self._min_period_s = min_period_s
         self._max_wait_s = max_wait_s
         self._wake = threading.Event()
@@ -49,7 +57,12 @@ class TriggeredWorker:
     def _run(self) -> None:
         last = -float("inf")
         while not self._stop.is_set():
-            self._wake.wait(self._max_wait_s)
+            timeout = self._max_wait_s
+            if self._next_wake_in is not None:
+                due_in = self._next_wake_in()
+                if due_in is not None:
+                    timeout = min(max(due_in, 0.0), timeout)
+            self._wake.wait(timeout)
             self._wake.clear()
             if self._stop.is_set():
                 break

@@ -39,7 +39,6 @@ Times are wall-clock seconds (``time.time()``), the clock of the message stamps.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -176,48 +175,6 @@ class Lane:
         return f"{self.name}.{what}" if self.name else what
 
 
-class _FleetWorker:
-    """The batched node's inference thread: a round after each poke, or when the next robot
-    held back by its rate limit becomes due (``FleetInputs.next_due_in``), else every
-    ``max_wait_s``; never in a callback."""
-
-    def __init__(self, body: Any, fleet: FleetInputs, max_wait_s: float, name: str) -> None:
-        self._body = body
-        self._fleet = fleet
-        self._max_wait_s = max_wait_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.errors = 0
-        self.last_error = ""
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            due_in = self._fleet.next_due_in(time.time())
-            timeout = self._max_wait_s if due_in is None else min(due_in, self._max_wait_s)
-            self._wake.wait(timeout)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self._body()
-            except Exception as exc:  # the owner reports it in diagnostics
-                self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-
-
 @dataclass(frozen=True)
 class ModelSetup:
     """A loaded, checked model and what the node derived from its card."""
@@ -313,8 +270,14 @@ class ModelNode(Node):
         # Inference on its own thread, woken by new inputs: never blocks an input callback.
         if self._fleet is not None:
             self._set_batch_mode(setup)
-            self._worker: TriggeredWorker | _FleetWorker = _FleetWorker(
-                self._fleet_tick, self._fleet, self.MAX_WAIT_S, self.WORKER_NAME
+            fleet = self._fleet
+            # a round after each poke, or when a robot held back by its rate limit becomes due
+            self._worker = TriggeredWorker(
+                self._fleet_tick,
+                0.0,
+                max_wait_s=self.MAX_WAIT_S,
+                name=self.WORKER_NAME,
+                next_wake_in=lambda: fleet.next_due_in(time.time()),
             )
         else:
             self._worker = TriggeredWorker(
