@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ramp_bringup.core.faults import hold_time, step_figures
+from ramp_common.node_exits import subscribe_node_exits
 from ramp_common.qos import COMMAND_QOS, STATE_QOS
 from tests.rosutil import ROOT, SIM_CONFIG, UDP_PROFILE, NodeProcess
 
@@ -115,6 +117,12 @@ class SimStack:
             qos = STATE_QOS if topic == "joint_states" else COMMAND_QOS
             probe.create_subscription(JointState, topic, self._recorder(topic), qos)
         probe.create_subscription(JointTrajectory, "ramp/action_chunk", self._on_chunk, COMMAND_QOS)
+        self.exits: list[tuple[float, str]] = []
+        """(receive wall time, node name) of every exit announced on ramp/node_exited."""
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        """Latest diagnostic values per node name (hardware_id)."""
+        subscribe_node_exits(probe, self._on_exit)
+        probe.create_subscription(DiagnosticArray, "diagnostics", self._on_diagnostics, 50)
         self.clients = {
             "start": probe.create_client(Trigger, "ramp/episode/start"),
             "stop": probe.create_client(SetBool, "ramp/episode/stop"),
@@ -141,6 +149,20 @@ class SimStack:
                 self.streams[topic].add(msg)
 
         return callback
+
+    def _on_exit(self, name: str) -> None:
+        with self.lock:
+            self.exits.append((time.time(), name))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        with self.lock:
+            for status in msg.status:
+                self.diagnostics[status.hardware_id] = {kv.key: kv.value for kv in status.values}
+
+    def diagnostic(self, node: str, key: str) -> str | None:
+        """The latest value of ``key`` in ``node``'s diagnostics, or None."""
+        with self.lock:
+            return self.diagnostics.get(node, {}).get(key)
 
     def _on_chunk(self, _msg: JointTrajectory) -> None:
         with self.lock:

@@ -33,6 +33,18 @@ def stack(tmp_path_factory):
             sim.stop()
 
 
+def wait_for_value(read, timeout_s: float) -> float:
+    """``read()`` as a number once it is >= 1 or ``timeout_s`` passed (diagnostics come at 1 Hz)."""
+    deadline = time.monotonic() + timeout_s
+    value = 0.0
+    while time.monotonic() < deadline:
+        value = float(read() or 0.0)
+        if value >= 1:
+            break
+        time.sleep(0.1)
+    return value
+
+
 def kill_mid_episode(sim: SimStack, node: str) -> tuple[dict, str | None, bool]:
     """Start an episode, let the arm move, SIGKILL ``node``; (figures, bag, respawned)."""
     sim.reset_sim()
@@ -49,11 +61,22 @@ def kill_mid_episode(sim: SimStack, node: str) -> tuple[dict, str | None, bool]:
     return sim.figures(t0, t_kill, time.time()), bag, respawned
 
 
+HOLDS_ON_EXIT = {"chunk_executor": ("intervention_arbiter", "source_exits"),
+                 "policy_node": ("chunk_executor", "upstream_holds")}  # fmt: skip
+"""Killed node -> the node that holds on its announced exit, and the counter that says so."""
+
+
 @pytest.mark.parametrize("node", ["chunk_executor", "policy_node"])
 def test_a_killed_node_leaves_the_arm_holding_without_a_jump_and_respawns(stack, node):
     figures, bag, respawned = kill_mid_episode(stack, node)
     assert respawned, stack.proc.stderr()[-3000:]
     assert stack.alive()
+    # ramp up announced the exit, and the node downstream held on it (not on its watchdog)
+    assert node in [name for _, name in stack.exits], stack.exits
+    holder, counter = HOLDS_ON_EXIT[node]
+    assert wait_for_value(lambda: stack.diagnostic(holder, counter), 5.0) >= 1, (
+        stack.diagnostics.get(holder)
+    )
     # held: the measured speed went below 0.01 rad/s for 0.3 s after the kill
     assert figures["motion_hold_s"] is not None, figures
     assert figures["command_hold_s"] is not None, figures

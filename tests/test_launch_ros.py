@@ -217,9 +217,17 @@ def test_sim_launch_ends_cleanly_whatever_the_signal(tmp_path, how):
 def test_the_launch_ends_when_the_bridge_dies(tmp_path):
     from sensor_msgs.msg import JointState
 
-    with launched(tmp_path, "sim") as run:
+    from ramp_common.node_exits import subscribe_node_exits
+
+    announced: list[str] = []
+    with launched(tmp_path, "sim") as run, probe_node("exit_probe") as probe:
+        subscribe_node_exits(probe, announced.append)
         topic_counts({"joint_states": JointState}, window_s=0.5, warm_up_s=60)
+        wait_for(lambda: probe.count_publishers("ramp/node_exited") > 0, 10, "the announcer")
+        time.sleep(0.5)  # its side of the match too
         os.kill(run.node_pids["sim_bridge"], signal.SIGKILL)
+        # the launch announces the exit on ramp/node_exited (the control path holds on it)
+        wait_for(lambda: "sim_bridge" in announced, 10, "sim_bridge's exit announced")
         code = run.wait(30)
         out = run.output()
         assert code is not None, f"launch kept running without its robot:\n{out[-3000:]}"

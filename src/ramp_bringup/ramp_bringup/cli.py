@@ -173,8 +173,19 @@ def _up_processes(run: _Run) -> int:
         f"{run.options.config_file}, ROS_DOMAIN_ID={run.env['ROS_DOMAIN_ID']}, "
         f"parameters {run.plan.params_file}"
     )
-    supervisor = Supervisor(run.plan.nodes, run.env, _event_logger(log, run.recorder))
+    from ramp_common.node_exits import NodeExitAnnouncer
+
     monitor = run.make_monitor()
+    # a batched inference host announces in every served robot's namespace
+    announcer = NodeExitAnnouncer(monitor, run.options.robots)
+
+    def on_exit(name: str, _code: int) -> None:
+        if not run.stop.is_set():  # a Ctrl-C to the whole group is a stop, not a fault
+            announcer.announce(name)
+
+    supervisor = Supervisor(
+        run.plan.nodes, run.env, _event_logger(log, run.recorder), on_exit=on_exit
+    )
     spinner = _Spinner([monitor], run.stop, run.recorder)
     exit_code = 0
     try:

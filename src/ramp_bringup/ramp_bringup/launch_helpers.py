@@ -3,9 +3,10 @@
 One process per node, from the same :class:`~ramp_bringup.core.plan.StackPlan` that ``ramp up``
 runs: the node list comes from the chosen ``config`` at launch time, parameters and DDS
 environment are the runner's, a node whose ``on_exit`` is ``shutdown`` (the robot bridge, the
-arbiter) ends the launch when it exits, the others respawn. Needs the ``launch`` and
-``launch_ros`` packages of a ROS 2 install (Humble or Jazzy; ``scripts/setup.sh`` adds them on
-the development machines).
+arbiter) ends the launch when it exits, the others respawn; every exit is announced on
+``ramp/node_exited`` (``ramp_common.node_exits``) from the launch process's own participant.
+Needs the ``launch`` and ``launch_ros`` packages of a ROS 2 install (Humble or Jazzy;
+``scripts/setup.sh`` adds them on the development machines).
 """
 
 from __future__ import annotations
@@ -141,9 +142,51 @@ def options_from_launch(values: dict[str, str]) -> StackOptions:
     )
 
 
+class _ExitAnnouncer:
+    """The launch process's own participant in the stack's domain: announces on
+    ``ramp/node_exited`` each node process that exits while the launch runs (as ``ramp up``
+    does; ``ramp_common.node_exits``), so the control path holds at once."""
+
+    def __init__(self, plan, env: dict[str, str], robots: tuple[str, ...]) -> None:
+        import rclpy
+        from rclpy.context import Context
+
+        from ramp_common.node_exits import NodeExitAnnouncer
+
+        # the participant must see the nodes: their domain, discovery range and DDS profile
+        for var in plan.unset_env:
+            os.environ.pop(var, None)
+        os.environ.update({k: v for k, v in plan.env.items() if k != "ROS_DOMAIN_ID"})
+        self._context = Context()
+        rclpy.init(context=self._context, domain_id=int(env["ROS_DOMAIN_ID"]))
+        self._node = rclpy.create_node(
+            "ramp_launch_supervisor",
+            namespace=plan.namespace or "/",
+            context=self._context,
+            start_parameter_services=False,
+        )
+        self._announcer = NodeExitAnnouncer(self._node, robots)
+
+    def on_exit(self, name: str, context) -> None:
+        """OnProcessExit callback body: announce, unless the launch is shutting down."""
+        if not context.is_shutdown and self._context.ok():
+            self._announcer.announce(name)
+
+    def close(self, *_args) -> None:
+        if self._context.ok():
+            self._node.destroy_node()
+            self._context.try_shutdown()
+
+
 def _launch_stack(context, *_args, **_kwargs):
     """OpaqueFunction body: reads the chosen config at launch time and returns the nodes."""
-    from launch.actions import LogInfo, Shutdown, UnsetEnvironmentVariable
+    from launch.actions import (
+        LogInfo,
+        RegisterEventHandler,
+        Shutdown,
+        UnsetEnvironmentVariable,
+    )
+    from launch.event_handlers import OnProcessExit, OnShutdown
     from launch_ros.actions import Node
 
     options = options_from_launch(dict(context.launch_configurations))
@@ -158,23 +201,32 @@ def _launch_stack(context, *_args, **_kwargs):
             f"parameters {plan.params_file}"
         )
     )
+    announcer = _ExitAnnouncer(plan, env, options.robots)
+    actions.append(RegisterEventHandler(OnShutdown(on_shutdown=announcer.close)))
     for node in plan.nodes:
         extra = (
             {"on_exit": [Shutdown(reason=f"{node.name} exited: the stack never runs without it")]}
             if node.required
             else {"respawn": True, "respawn_delay": RESPAWN_DELAY_S}
         )
+        action = Node(
+            package=node.package,
+            executable=node.executable,
+            name=node.name,
+            namespace=plan.namespace or None,
+            arguments=["--ros-args", *node.ros_args],
+            additional_env=env,
+            output="screen",
+            emulate_tty=True,
+            **extra,
+        )
+        actions.append(action)
         actions.append(
-            Node(
-                package=node.package,
-                executable=node.executable,
-                name=node.name,
-                namespace=plan.namespace or None,
-                arguments=["--ros-args", *node.ros_args],
-                additional_env=env,
-                output="screen",
-                emulate_tty=True,
-                **extra,
+            RegisterEventHandler(
+                OnProcessExit(
+                    target_action=action,
+                    on_exit=lambda _event, ctx, name=node.name: announcer.on_exit(name, ctx),
+                )
             )
         )
     return actions

@@ -111,3 +111,28 @@ def test_a_node_ignoring_sigint_is_escalated(tmp_path):
     assert codes["stuck"] == -signal.SIGTERM
     assert any("sending SIGTERM" in text for _, text in events), events
     assert any("exited with code" in text for _, text in events), events
+
+
+def test_an_exit_is_announced_as_it_happens_and_a_stop_is_not(tmp_path):
+    """``on_exit`` fires from the output thread the moment the process dies (SIGKILL here),
+    without waiting for ``poll``; the exits that ``stop`` causes are not announced."""
+    exits: list[tuple[str, int, float]] = []
+    sup = Supervisor(
+        [node(tmp_path, "policy", "run", False), node(tmp_path, "cam", "run", False)],
+        os.environ,
+        lambda *e: None,
+        respawn_delay_s=30.0,  # no respawn within the test
+        output=io.StringIO(),
+        on_exit=lambda name, code: exits.append((name, code, time.monotonic())),
+    )
+    sup.start()
+    time.sleep(1.0)  # both up
+    killed_at = time.monotonic()
+    os.kill(sup.pids["policy"], signal.SIGKILL)
+    deadline = killed_at + 10.0
+    while not exits and time.monotonic() < deadline:  # no poll() in this loop
+        time.sleep(0.005)
+    assert [(n, c) for n, c, _ in exits] == [("policy", -signal.SIGKILL)]
+    assert sup.stop()["cam"] == 0
+    time.sleep(0.2)
+    assert len(exits) == 1, exits

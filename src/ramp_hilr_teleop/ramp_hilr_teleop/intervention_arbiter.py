@@ -8,8 +8,10 @@ the latest command of the active source.
 Subscribes ``ramp/policy_command`` and ``ramp/operator_command`` (sensor_msgs/JointState; the
 operator command may carry a subset of the joints), ``joint_states`` (measured pose),
 ``ramp/estop_active`` (std_msgs/Bool, latched, from the bridge) and ``ramp/operator_joy``
-(sensor_msgs/Joy: takeover / handback / pause buttons). Services ``ramp/takeover`` (SetBool:
-true takes over, false hands back) and ``ramp/pause`` (SetBool: true pauses, false resumes).
+(sensor_msgs/Joy: takeover / handback / pause buttons), ``ramp/node_exited`` (std_msgs/String,
+from the supervisor: the exit of a source's sender makes that source stale at once). Services
+``ramp/takeover`` (SetBool: true takes over, false hands back) and ``ramp/pause`` (SetBool: true
+pauses, false resumes).
 Calls ``ramp/executor/reset`` (Trigger, chunk_executor) before following the policy after a
 handback or resume. Publishes ``joint_command`` (JointState, rad / m, stamp = tick wall time),
 ``ramp/intervention`` (Bool, latched: true while CORRECTING), ``ramp/arbiter_state``
@@ -38,6 +40,7 @@ from ramp_common.conversions import (
 )
 from ramp_common.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, NodeHealth
 from ramp_common.hops import HopTimer
+from ramp_common.node_exits import publisher_names, subscribe_node_exits
 from ramp_common.node_tools import LogOnce, run_node
 from ramp_common.params import (
     Param,
@@ -53,6 +56,7 @@ from ramp_hilr_teleop.core.arbiter import (
     ArbiterStatus,
     InterventionArbiter,
     RequestResult,
+    Source,
     select_joints,
 )
 from ramp_hilr_teleop.core.teleop import ButtonEdges
@@ -85,6 +89,10 @@ PARAMS: tuple[Param, ...] = (
     Param("joy_handback_button", 1, "ramp/operator_joy button: hand back."),
     Param("joy_pause_button", 2, "ramp/operator_joy button: pause/resume (-1 = off)."),
 )
+
+
+SOURCE_TOPICS = {Source.POLICY: "ramp/policy_command", Source.OPERATOR: "ramp/operator_command"}
+"""The topic of each source, relative to the node's namespace."""
 
 
 class InterventionArbiterNode(Node):
@@ -140,6 +148,7 @@ class InterventionArbiterNode(Node):
             Bool, "ramp/estop_active", self._on_estop, LATCHED_QOS, callback_group=group
         )
         self.create_subscription(Joy, "ramp/operator_joy", self._on_joy, 10, callback_group=group)
+        subscribe_node_exits(self, self._on_node_exited, callback_group=group)
         self.create_service(SetBool, "ramp/takeover", self._on_takeover, callback_group=group)
         self.create_service(SetBool, "ramp/pause", self._on_pause, callback_group=group)
         self._reset_client = self.create_client(
@@ -184,6 +193,14 @@ class InterventionArbiterNode(Node):
         except ValueError as exc:
             self._health.count("operator_commands_rejected")
             self._log_once.warn("operator", f"rejecting ramp/operator_command: {exc}")
+
+    def _on_node_exited(self, name: str) -> None:
+        """The supervisor announced that node ``name`` exited: a source it published is lost
+        now, not after ``source_timeout_s`` (``ramp_common.node_exits``)."""
+        for source, topic in SOURCE_TOPICS.items():
+            if name in publisher_names(self, [topic]):
+                self._arbiter.source_lost(source)
+                self.get_logger().warning(f"{name} (sender of {topic}) exited: source lost")
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:

@@ -201,6 +201,26 @@ def test_a_silent_source_makes_it_decelerate_and_hold_then_blend_back_in() -> No
     np.testing.assert_allclose(rig.outputs[-1], target, atol=1e-9)
 
 
+def test_a_lost_source_holds_on_the_next_tick_not_after_the_timeout() -> None:
+    """The executor's process exited (announced): brake at once; its restart blends back in."""
+    rig = Rig(blend_s=0.0)
+    velocity = np.array([0.9, -1.2, 0.0])
+    rig.run(1.0, policy=lambda t: HOME + velocity * (t - 0.5) * (t > 0.5))
+    assert rig.arbiter.status().following is Source.POLICY
+    before = rig.prev_velocity.copy()
+    rig.arbiter.source_lost(Source.POLICY)
+    rig.tick()  # one tick later (10 ms, inside the 50 ms timeout): already braking
+    assert rig.arbiter.status().following is None
+    moving = np.abs(before) > 0.1
+    assert np.all(np.abs(rig.prev_velocity[moving]) < np.abs(before[moving]) - 1e-3)
+    assert rig.arbiter.stats()["source_exits"] == 1
+    rig.run(1.0)
+    np.testing.assert_allclose(rig.prev_velocity, 0.0, atol=1e-12)
+    target = rig.outputs[-1] + np.array([0.2, 0.2, 0.0])
+    rig.run(1.0, policy=lambda t: target)
+    np.testing.assert_allclose(rig.outputs[-1], target, atol=1e-9)
+
+
 def test_operator_mask_holds_the_joints_the_operator_does_not_drive() -> None:
     rig = Rig()
     rig.run(0.5, policy=policy_ramp)

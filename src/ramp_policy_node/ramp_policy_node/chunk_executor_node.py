@@ -4,10 +4,12 @@ Thin rclpy adapter over ``ramp_policy_node.core.executor.ChunkExecutor`` (time a
 latency compensation, splicing, limits, watchdog, e-stop). The control loop runs on its own
 thread with absolute deadlines (``ramp_common.rate_loop.RateLoop``), not on an rclpy timer.
 
-Subscribes ``ramp/action_chunk`` (JointTrajectory), ``joint_states`` (measured pose) and
-``ramp/estop_active`` (std_msgs/Bool, latched, from the robot bridge). Publishes the per-tick
-command (sensor_msgs/JointState, positions in rad / m) on ``command_topic`` (``joint_command``
-when no intervention arbiter runs, ``ramp/policy_command`` behind one).
+Subscribes ``ramp/action_chunk`` (JointTrajectory), ``joint_states`` (measured pose),
+``ramp/estop_active`` (std_msgs/Bool, latched, from the robot bridge) and ``ramp/node_exited``
+(std_msgs/String, from the supervisor: a node of ``hold_on_exit_of`` exiting -> hold at once).
+Publishes the per-tick command (sensor_msgs/JointState, positions in rad / m) on
+``command_topic`` (``joint_command`` when no intervention arbiter runs, ``ramp/policy_command``
+behind one).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ramp_common.conversions import (
 )
 from ramp_common.diagnostics import OK, WARN, DiagnosticsPublisher, NodeHealth
 from ramp_common.hops import HopTimer
+from ramp_common.node_exits import subscribe_node_exits
 from ramp_common.node_tools import LogOnce, run_node
 from ramp_common.params import (
     Param,
@@ -81,6 +84,14 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param("gripper_mode", "switch", "Gripper at a splice: switch or blend.", choices=GRIPPER_MODES),
     Param("command_topic", "joint_command", "Where per-tick commands are published."),
+    Param(
+        "hold_on_exit_of",
+        ["camera_node", "worldmodel_node", "policy_node"],
+        "Nodes whose exit (announced by the supervisor on ramp/node_exited) makes the executor "
+        "brake to a hold at once instead of playing its chunk until the watchdog; chunks "
+        "observed before the exit are refused. Empty: the watchdog only.",
+        type="string[]",
+    ),
 )
 
 
@@ -134,6 +145,9 @@ class ChunkExecutorNode(Node):
             Bool, "ramp/estop_active", self._on_estop, LATCHED_QOS, callback_group=group
         )
         self.create_service(Trigger, "ramp/executor/reset", self._on_reset, callback_group=group)
+        self._upstream = {name for name in p["hold_on_exit_of"] if name}
+        if self._upstream:
+            subscribe_node_exits(self, self._on_node_exited, callback_group=group)
         self._pub = self.create_publisher(JointState, command_topic, COMMAND_QOS)
         self._hops = HopTimer(("chunk_arrival", "align", "capture_to_tick"))
         self._pending_arrival: tuple[float, float] | None = None
@@ -186,6 +200,13 @@ class ChunkExecutorNode(Node):
         if engaged != self._estop_engaged:
             self.get_logger().warning(f"e-stop {'ENGAGED' if engaged else 'released'}")
         self._estop_engaged = engaged
+
+    def _on_node_exited(self, name: str) -> None:
+        if name in self._upstream:
+            self._executor.upstream_lost(time.time())
+            self.get_logger().warning(
+                f"{name} exited: holding until a chunk observed after its exit arrives"
+            )
 
     def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._executor.reset_to_measured(time.time())

@@ -246,6 +246,25 @@ def test_watchdog_decelerates_and_holds_then_resumes_without_a_jump() -> None:
     assert executor.stats()["resumes"] == 2
 
 
+def test_upstream_exit_holds_at_once_refuses_its_chunks_and_resumes_on_new_ones() -> None:
+    executor = make(watchdog_timeout_s=5.0)  # the watchdog would not fire for seconds
+    before = moving(executor, 0.3)
+    executor.upstream_lost(0.3)
+    assert executor.state == "HOLDING"
+    assert executor.stats()["upstream_holds"] == 1
+    # a chunk of the dead pipeline (observed before the exit) still in flight: refused
+    assert executor.submit(line_chunk(0.29), 0.31).startswith("stale:")
+    during = run(executor, 0.3, 0.6)
+    np.testing.assert_array_equal(during[-1], during[-10])  # braked and holding
+    executor.submit(line_chunk(0.6), 0.6)  # the restarted pipeline's first chunk
+    assert executor.state == "EXECUTING"
+    after = run(executor, 0.6, 1.0)
+    assert_smooth(LIMITS, np.vstack([line(0.0)[0], before, during, after]), np.zeros(3))
+    executor.upstream_lost(1.0)
+    executor.upstream_lost(1.01)  # while holding: nothing more to do, counted once per hold
+    assert executor.stats()["upstream_holds"] == 2
+
+
 def test_a_long_gap_ends_in_a_hold() -> None:
     executor = make("crossfade")
     moving(executor, 0.2)

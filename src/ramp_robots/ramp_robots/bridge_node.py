@@ -14,6 +14,9 @@ A bridge subclass declares its driver settings and runs its driver; the base own
 - ``ramp/estop`` (std_srvs/SetBool: true engages, false releases) and ``ramp/estop_active``
   (std_msgs/Bool, latched, published on change; a robot's own e-stop counts too:
   :meth:`RobotBridgeNode._set_hardware_estop`);
+- ``ramp/node_exited`` (std_msgs/String, from the supervisor): when the node that publishes
+  ``joint_command`` exits, the filter holds at once instead of after ``command_timeout_s``
+  (``source_exits`` counts it; ``ramp_common.node_exits``);
 - ``joint_states`` (JointState: rad / m, rad/s / m/s, N*m / N; stamp = the driver's state time);
 - health on ``diagnostics``: safety counters and mode, e-stop, control-loop jitter / overruns /
   errors, and the status (loop errors or driver faults ERROR, then driver warnings, e-stop
@@ -43,6 +46,7 @@ from ramp_common.conversions import (
     stamp_to_sec,
 )
 from ramp_common.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, NodeHealth
+from ramp_common.node_exits import publisher_names, subscribe_node_exits
 from ramp_common.node_tools import LogOnce
 from ramp_common.params import (
     Param,
@@ -140,6 +144,7 @@ class RobotBridgeNode(Node):
             JointState, "joint_command", self._on_command, COMMAND_QOS, callback_group=group
         )
         self.create_service(SetBool, "ramp/estop", self._on_estop, callback_group=group)
+        subscribe_node_exits(self, self._on_node_exited, callback_group=group)
         self._publish_estop()
         return group
 
@@ -186,6 +191,14 @@ class RobotBridgeNode(Node):
         if reason is not None:
             self._health.count("commands_rejected")
             self._log_once.warn(f"rejected-{reason[:24]}", f"rejecting joint_command: {reason}")
+
+    def _on_node_exited(self, name: str) -> None:
+        """The supervisor announced that node ``name`` exited: if it sent our joint_command,
+        hold now rather than after ``command_timeout_s`` (``ramp_common.node_exits``)."""
+        if name in publisher_names(self, ["joint_command"]):
+            self._safety.expire_command()
+            self._health.count("source_exits")
+            self.get_logger().warning(f"{name} (sender of joint_command) exited: holding")
 
     def _warn_if_outside_limits(self, target: np.ndarray) -> None:
         limits = self._limits

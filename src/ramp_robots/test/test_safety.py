@@ -131,6 +131,41 @@ def test_stale_command_decelerates_and_holds_without_a_jump() -> None:
     assert_brakes_without_reversing(outputs[39:], moving_velocity)
 
 
+def test_expired_command_holds_at_once_and_a_new_sender_resumes() -> None:
+    """The sender's process exited (announced): brake on the next tick, not after the timeout;
+    a command from the restarted sender is followed again; never a jump."""
+    safety = make_filter()
+    far = np.array([0.9, 0.4, 0.0])
+    outputs = []
+    for k in range(20):
+        safety.command(far, k * DT)
+        outputs.append(safety.output(k * DT, REST))
+    moving_velocity = (outputs[-1] - outputs[-2]) / DT
+    safety.expire_command()
+    outputs.append(safety.output(20 * DT, REST))  # well inside the 0.2 s timeout
+    assert safety.mode is SafetyMode.STALE_HOLD
+    assert safety.counters.stale_holds == 1
+    for k in range(21, 200):
+        outputs.append(safety.output(k * DT, REST))
+    assert_brakes_without_reversing(np.array(outputs[19:]), moving_velocity)
+    held = outputs[-1]
+    np.testing.assert_allclose(outputs[-1], outputs[-20], atol=1e-12)
+    for k in range(200, 700):
+        safety.command(np.array([-0.5, -1.0, 0.02]), k * DT)
+        outputs.append(safety.output(k * DT, REST))
+    assert safety.mode is SafetyMode.TRACKING
+    assert_feasible(np.array(outputs), REST)
+    assert not np.allclose(held, outputs[-1], atol=1e-3)
+    np.testing.assert_allclose(outputs[-1], [-0.5, -1.0, 0.02], atol=1e-9)
+
+
+def test_expire_command_without_a_command_is_a_no_op() -> None:
+    safety = make_filter()
+    safety.expire_command()
+    run(safety, 3)
+    assert safety.mode is SafetyMode.IDLE and safety.counters.stale_holds == 0
+
+
 def test_a_new_command_after_a_watchdog_hold_ramps_from_the_held_pose() -> None:
     safety = make_filter()
     safety.command(np.array([0.5, 0.0, 0.05]), 0.0)

@@ -9,7 +9,11 @@ everywhere, so both layouts behave the same:
   the stack stops: a node that cannot stay up is a fault to report, not to loop on);
 - stopping sends SIGINT to every node, SIGTERM after ``sigterm_timeout_s``, SIGKILL after
   ``sigkill_timeout_s`` more (launch's escalation), and reports any unclean exit;
-- the nodes carry ``RAMP_PARENT_PID``: if this process is killed outright they end too.
+- the nodes carry ``RAMP_PARENT_PID``: if this process is killed outright they end too;
+- ``on_exit(name, code)`` is called the moment a node's process ends by itself (from the thread
+  that reads its output, which sees the pipe close; not for the exits that ``stop`` causes):
+  ``ramp up`` announces it on ``ramp/node_exited`` so the control path holds at once
+  (``ramp_common.node_exits``), where polling would add up to its period.
 """
 
 from __future__ import annotations
@@ -51,8 +55,11 @@ class Supervisor:
         sigterm_timeout_s: float = 5.0,
         sigkill_timeout_s: float = 5.0,
         output=None,
+        on_exit: Callable[[str, int], None] | None = None,
     ) -> None:
-        """``on_event(level, text)`` receives what happens ("info" / "error")."""
+        """``on_event(level, text)`` receives what happens ("info" / "error"); ``on_exit(name,
+        exit code)`` each exit of a node process not caused by :meth:`stop`, as it happens (on
+        an output thread: keep it short)."""
         self._nodes = nodes
         self._env = dict(env)
         self._on_event = on_event
@@ -63,6 +70,8 @@ class Supervisor:
         self._sigkill_timeout = sigkill_timeout_s
         self._out = output if output is not None else sys.stderr
         self._out_lock = threading.Lock()
+        self._on_exit = on_exit
+        self._stopping = False
         self._children: dict[str, _Child] = {}
         self._pending_respawn: dict[str, float] = {}
         self.exit_codes: dict[str, int] = {}
@@ -102,6 +111,12 @@ class Supervisor:
                 except (OSError, ValueError):
                     pass
         proc.stdout.close()
+        code = proc.wait()  # the pipe closes when the process ends: this returns at once
+        if self._on_exit is not None and not self._stopping:
+            try:
+                self._on_exit(name, code)
+            except Exception as exc:
+                self._on_event("error", f"announcing the exit of {name} failed: {exc}")
 
     def poll(self) -> bool:
         """Handle exits and due respawns; False once the stack must stop (see ``failed``)."""
@@ -139,6 +154,7 @@ class Supervisor:
 
     def stop(self) -> dict[str, int]:
         """SIGINT to every running node, then SIGTERM, then SIGKILL; returns exit codes."""
+        self._stopping = True
         self._pending_respawn.clear()
         running = {n: c for n, c in self._children.items() if c.proc.poll() is None}
         for sig, wait_s in (

@@ -278,6 +278,7 @@ class InterventionArbiter:
             "stale_holds": 0,
             "clamped_ticks": 0,
             "rejected_commands": 0,
+            "source_exits": 0,
         }
 
     # ------------------------------------------------------------------ properties
@@ -390,6 +391,14 @@ class InterventionArbiter:
             raise
         with self._lock:
             self._streams[Source.OPERATOR].update(np.where(m, q, 0.0), m, now, sent_at)
+
+    def source_lost(self, source: Source) -> None:
+        """``source``'s sender is known to be gone (its process exited): its last command is
+        stale now, as if ``source_timeout_s`` had passed (the next step holds or hands over as
+        for a timeout). Its next command is taken as usual."""
+        with self._lock:
+            self._streams[source].received_s = -math.inf
+            self._counts["source_exits"] += 1
 
     def set_estop(self, active: bool, now: float) -> None:
         """Mirror the bridge's e-stop flag. Engage: no output until release. Release: resync to

@@ -17,7 +17,8 @@ States:
   the pose where it stops (after the watchdog fired) or holds the measured pose (at start, after
   an e-stop release or a handover).
 - ``EXECUTING``: following chunks. A chunk that ran out holds its last target until the watchdog
-  (``watchdog_timeout_s`` without an accepted chunk) switches to HOLDING.
+  (``watchdog_timeout_s`` without an accepted chunk) switches to HOLDING; so does
+  :meth:`ChunkExecutor.upstream_lost` at once (a node producing the chunks exited).
 - ``ESTOP``: latched by ``set_estop(True)``; chunks are refused and the command follows the
   measured pose (the bridge is holding the robot) within the limits, so it never jumps, and the
   command stream already meets the measured pose when a release restarts from it. Release
@@ -163,6 +164,7 @@ class ChunkExecutor:
         self._splices = 0
         self._resumes = 0
         self._watchdog_holds = 0
+        self._upstream_holds = 0
         self._estops = 0
         self._resets = 0
         self._invalid_measured = 0
@@ -227,7 +229,7 @@ class ChunkExecutor:
         if chunk.stamp < self._stale_before:
             return (
                 f"stale: observed {self._stale_before - chunk.stamp:.3f} s before the last "
-                "e-stop release / handover"
+                "e-stop release / handover / upstream exit"
             )
         if chunk.stamp <= self._last_stamp:
             return (
@@ -278,6 +280,18 @@ class ChunkExecutor:
                 self._stale_before = now
                 self._state = WAITING
                 self._restart_from_measured()
+
+    def upstream_lost(self, now: float) -> None:
+        """A node the chunks depend on (camera, world model, policy) exited at ``now``: brake
+        to a hold now instead of playing the current chunk until the watchdog, and refuse
+        chunks observed before ``now`` (they come from the pipeline that died). The next chunk
+        of the restarted pipeline resumes from the held pose, as after a watchdog hold.
+        """
+        with self._lock:
+            self._stale_before = max(self._stale_before, now)
+            if self._state == EXECUTING:
+                self._upstream_holds += 1
+                self._enter_hold()
 
     def reset_to_measured(self, now: float) -> None:
         """Handover: drop every chunk and restart from the measured pose with zero velocity.
@@ -373,6 +387,7 @@ class ChunkExecutor:
                 "splices": self._splices,
                 "resumes": self._resumes,
                 "watchdog_holds": self._watchdog_holds,
+                "upstream_holds": self._upstream_holds,
                 "estops": self._estops,
                 "resets": self._resets,
                 "invalid_measured": self._invalid_measured,

@@ -169,6 +169,14 @@ class SafetyFilter:
             self._counts["accepted"] += 1
             return None
 
+    def expire_command(self) -> None:
+        """The command's sender is known to be gone (its process exited): treat the current
+        command as stale now, without waiting ``command_timeout_s``; the next tick decelerates
+        and holds (counted in ``stale_holds``). A later command is followed as usual."""
+        with self._lock:
+            if self._command is not None:
+                self._command_time = -np.inf
+
     def engage_estop(self) -> None:
         """Latch the e-stop: decelerate and hold; reject commands until release."""
         with self._lock:
