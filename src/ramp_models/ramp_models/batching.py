@@ -6,7 +6,9 @@ its namespace). Each round of the inference thread:
 
 1. :meth:`FleetInputs.gather` picks the robots that are *ready*: due (their own rate limit and,
    for the policy, their own replan rule), with a complete observation whose inputs are all
-   younger than ``max_age_s``, and new since that robot's last inference. A robot whose inputs
+   younger than ``max_age_s``, new since that robot's last inference, and (with ``sync_keys``) a
+   complete new frame set, as the single-robot node waits for one
+   (:class:`~ramp_models.observation.FrameSetGate`, per robot). A robot whose inputs
    stopped, or that has not sent a complete observation yet, is simply not ready: it never
    holds up the others, and it is served from its first complete observation on.
 2. :func:`run_batched` stacks the ready robots' feeds along the batch axis (in groups of at most
@@ -27,7 +29,12 @@ from typing import TypeVar
 import numpy as np
 
 from ramp_models.inputs import InputPlan, observation_id
-from ramp_models.observation import Observation, ObservationBuffer, StaleInputError
+from ramp_models.observation import (
+    FrameSetGate,
+    Observation,
+    ObservationBuffer,
+    StaleInputError,
+)
 from ramp_models.onnx_runtime import LoadedModel
 
 T = TypeVar("T")
@@ -76,7 +83,16 @@ class FleetInputs:
     shortest time between two of its inferences (1 / rate_hz).
     """
 
-    def __init__(self, robots: Iterable[str], keys: Iterable[str], min_period_s: float) -> None:
+    def __init__(
+        self,
+        robots: Iterable[str],
+        keys: Iterable[str],
+        min_period_s: float,
+        sync_keys: Iterable[str] = (),
+        sync_timeout_s: float = 0.0,
+    ) -> None:
+        """``sync_keys``: inputs that form a frame set (the trigger inputs, cameras); a robot
+        waits until each has a new sample, or ``sync_timeout_s`` (s) after the first one."""
         self.robots = tuple(robots)
         if not self.robots:
             raise ValueError("a fleet needs at least one robot")
@@ -89,6 +105,8 @@ class FleetInputs:
         self.min_period_s = float(min_period_s)
         self._buffers = {r: ObservationBuffer(self.keys) for r in self.robots}
         self._status = {r: RobotStatus() for r in self.robots}
+        sync = sorted(sync_keys)
+        self._gates = {r: FrameSetGate(sync, sync_timeout_s) for r in self.robots} if sync else {}
         self._lock = threading.Lock()
 
     def put(self, robot: str, key: str, stamp: float, value: np.ndarray) -> None:
@@ -137,6 +155,11 @@ class FleetInputs:
                 obs_id = observation_id(obs)
                 if obs_id == status.last_id:
                     continue  # nothing new since its last inference
+                gate = self._gates.get(robot)
+                if gate is not None:
+                    if not gate.ready(obs, now):
+                        continue  # the rest of its frame set is on its way
+                    gate.used(obs)
                 status.last_id = obs_id
                 status.last_served = now
                 status.served += 1

@@ -189,6 +189,30 @@ def test_gather_applies_the_per_robot_due_rule() -> None:
     assert fleet.status("a").skipped == 0  # not due is not skipped
 
 
+def test_gather_waits_per_robot_for_a_complete_frame_set() -> None:
+    """Two cameras per robot: a robot whose second frame is still on its way waits (at most
+    ``sync_timeout_s``) without holding up a robot whose frame set is complete."""
+    cams = ("image/front", "image/wrist")
+    fleet = FleetInputs(["a", "b"], cams, 0.0, sync_keys=cams, sync_timeout_s=0.05)
+    img = np.zeros((2, 2, 3), np.uint8)
+    for robot in ("a", "b"):
+        for cam in cams:
+            fleet.put(robot, cam, 1.0, img)
+    assert [r.robot for r in fleet.gather(1.01, 0.25)] == ["a", "b"]  # first sets complete
+    fleet.put("a", "image/front", 1.1, img)
+    fleet.put("b", "image/front", 1.1, img)
+    fleet.put("b", "image/wrist", 1.1, img)
+    assert [r.robot for r in fleet.gather(1.11, 0.25)] == ["b"]  # a: wrist frame pending
+    assert fleet.status("a").skipped == 0
+    fleet.put("a", "image/wrist", 1.102, img)
+    ready = fleet.gather(1.12, 0.25)
+    assert [r.robot for r in ready] == ["a"]
+    assert ready[0].observation.stamp == 1.1  # one frame set, not a new frame + an old one
+    fleet.put("a", "image/front", 1.2, img)  # the wrist camera died: served after the timeout
+    assert fleet.gather(1.21, 0.25) == []
+    assert [r.robot for r in fleet.gather(1.27, 0.25)] == ["a"]
+
+
 def test_fleet_refuses_bad_robot_lists() -> None:
     with pytest.raises(ValueError, match="at least one robot"):
         FleetInputs([], (JOINT_KEY,), 0.1)

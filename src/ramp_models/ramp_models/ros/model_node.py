@@ -243,7 +243,11 @@ class ModelNode(Node):
         if namespaces:
             self._lanes = [Lane(ns.lstrip("/"), ns + "/") for ns in namespaces]
             self._fleet: FleetInputs | None = FleetInputs(
-                [lane.name for lane in self._lanes], plan.keys, period_s
+                [lane.name for lane in self._lanes],
+                plan.keys,
+                period_s,
+                sync_keys=plan.trigger_keys,
+                sync_timeout_s=float(self.params["input_sync_s"]),
             )
             self._batch_sizes: deque[int] = deque(maxlen=200)
             """Robots per round, the last 200 rounds."""
