@@ -69,7 +69,8 @@ def fmt(value, unit: str = "", digits: int = 0) -> str:
 
 def respawn_trial(stack, node: str, log) -> dict:
     """One kill of a respawned node mid-episode; its figures."""
-    stack.reset_sim()
+    if not stack.reset_episode():
+        log(f"{node}: the episode reset (e-stop, sim/reset, release, resume) did not complete")
     t0 = time.time()
     bag = stack.start_episode()
     flowing = stack.wait_flowing(t0, 30.0) is not None
@@ -117,7 +118,7 @@ def required_trial(
         stack = SimStack(probe, workdir, extra, dds)
         try:
             flowing = stack.wait_flowing(time.time(), 120.0)
-            stack.reset_sim()
+            stack.reset_episode()
             t_reset = time.time()  # the reset moves the arm home: not a command jump
             bag = stack.start_episode()
             time.sleep(0.5)  # kill while the arm moves after the reset

@@ -12,6 +12,8 @@ not the stack.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -27,12 +29,13 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ramp_bringup.core.faults import hold_time, step_figures
 from ramp_common.node_exits import subscribe_node_exits
-from ramp_common.qos import COMMAND_QOS, STATE_QOS
+from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from tests.rosutil import ROOT, SIM_CONFIG, UDP_PROFILE, NodeProcess
 
 REQUIRED_NODES = ("sim_bridge", "intervention_arbiter")
@@ -127,7 +130,11 @@ class SimStack:
             "start": probe.create_client(Trigger, "ramp/episode/start"),
             "stop": probe.create_client(SetBool, "ramp/episode/stop"),
             "reset": probe.create_client(Trigger, "sim/reset"),
+            "estop": probe.create_client(SetBool, "ramp/estop"),
+            "pause": probe.create_client(SetBool, "ramp/pause"),
         }
+        self.arbiter_state = ""
+        probe.create_subscription(String, "ramp/arbiter_state", self._on_arbiter, LATCHED_QOS)
         profile = str(UDP_PROFILE)
         env = dict(os.environ)
         if dds == "udp-loopback":
@@ -163,6 +170,10 @@ class SimStack:
         """The latest value of ``key`` in ``node``'s diagnostics, or None."""
         with self.lock:
             return self.diagnostics.get(node, {}).get(key)
+
+    def _on_arbiter(self, msg: String) -> None:
+        with contextlib.suppress(ValueError, AttributeError):
+            self.arbiter_state = str(json.loads(msg.data).get("state", ""))
 
     def _on_chunk(self, _msg: JointTrajectory) -> None:
         with self.lock:
@@ -246,6 +257,25 @@ class SimStack:
     def reset_sim(self) -> bool:
         response = self.call("reset", Trigger.Request())
         return bool(response and response.success)
+
+    def reset_episode(self, timeout_s: float = 10.0) -> bool:
+        """Start an episode from home the way the evaluation does (``ramp_training.sim_stack``):
+        e-stop, ``sim/reset``, e-stop off, resume the arbiter (it comes out of an e-stop
+        PAUSED). The executor and the arbiter restart from the measured home pose, so the
+        command stream and the arm agree, as on a real robot. A bare ``sim/reset`` teleports
+        the arm away from the command stream, and the bridge then drives it back at its limits
+        for up to ~0.5 s: a hold measured then is that convergence, not the stack's reaction."""
+        on = self.call("estop", SetBool.Request(data=True), timeout_s)
+        time.sleep(0.2)  # the bridge brakes and holds, the executor and the arbiter latch
+        ok = bool(on and on.success) and self.reset_sim()
+        time.sleep(0.3)  # fresh frames of the reset scene
+        off = self.call("estop", SetBool.Request(data=False), timeout_s)
+        ok = ok and bool(off and off.success)
+        deadline = time.monotonic() + timeout_s
+        while self.arbiter_state != "PAUSED" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        resumed = self.call("pause", SetBool.Request(data=False), timeout_s)
+        return ok and bool(resumed and resumed.success)
 
     # ------------------------------------------------------------------ waiting
     def count(self, topic: str, since: float) -> int:

@@ -47,7 +47,7 @@ def wait_for_value(read, timeout_s: float) -> float:
 
 def kill_mid_episode(sim: SimStack, node: str) -> tuple[dict, str | None, bool]:
     """Start an episode, let the arm move, SIGKILL ``node``; (figures, bag, respawned)."""
-    sim.reset_sim()
+    assert sim.reset_episode(), "the episode reset did not complete"
     t0 = time.time()
     bag = sim.start_episode()
     assert bag, "the episode did not start"

@@ -50,6 +50,10 @@ class RateLoop:
         self.overruns = 0
         self.errors = 0
         self.last_error = ""
+        self.due_wall = 0.0
+        """Wall-clock time (s) at which the tick now running was due: tick k of the loop's
+        schedule, whatever the thread's lateness. A stream computed one period per tick (a
+        limited command) is stamped with it, so n ticks apart always read as n periods."""
 
     def start(self) -> None:
         self._thread.start()
@@ -85,10 +89,12 @@ class RateLoop:
             delay = deadline - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 break
-            late = time.monotonic() - deadline
+            now_mono, now_wall = time.monotonic(), time.time()
+            late = now_mono - deadline
             self.jitter.add(max(late, 0.0))
+            self.due_wall = now_wall - late
             try:
-                self._body(time.time())
+                self._body(now_wall)
             except Exception as exc:  # keep the loop alive; the owner reports it
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -97,3 +97,28 @@ def test_without_a_priority_the_loop_keeps_normal_scheduling():
     finally:
         assert loop.stop()
     assert seen[0] == os.SCHED_OTHER and not loop.realtime and loop.realtime_error == ""
+
+
+def test_due_wall_is_the_schedule_not_the_late_call_time():
+    """Ticks n apart read as n periods by ``due_wall``, even when one of them ran late."""
+    dues: list[float] = []
+    calls: list[float] = []
+    loop: RateLoop
+
+    def body(now: float) -> None:
+        calls.append(now)
+        dues.append(loop.due_wall)
+        if len(calls) == 5:
+            time.sleep(0.006)  # the next tick runs 6 ms late (within one period: not skipped)
+
+    loop = RateLoop(0.01, body, "t")
+    loop.start()
+    time.sleep(0.2)
+    loop.stop()
+    steps = [b - a for a, b in itertools.pairwise(dues)]
+    assert loop.overruns == 0 or max(steps) > 0.015  # a skip reads as whole periods too
+    periods = [s / 0.01 for s in steps]
+    # the late tick read by its call time would be 0.6 periods off; the due time is on the grid
+    # (0.25: room for a preemption between the two clock reads on a loaded machine)
+    assert all(abs(p - round(p)) < 0.25 for p in periods), periods
+    assert all(c >= d for c, d in zip(calls, dues, strict=True))  # due never after the call

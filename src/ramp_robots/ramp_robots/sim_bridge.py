@@ -209,8 +209,11 @@ class SimBridgeNode(RobotBridgeNode):
             state = self._driver.read_state()
             sent = self._safety.output(time.monotonic(), state.positions)
             self._driver.send(sent)
-        # what actually went to the robot after the safety filter (the recorder keeps it)
-        self._sent_pub.publish(make_joint_state(self._names, sent, sec_to_stamp(time.time())))
+        # what actually went to the robot after the safety filter (the recorder keeps it),
+        # stamped with the tick's due time: the filter moves one control period per tick
+        loop = self._control_loop
+        stamp = loop.due_wall if loop is not None and loop.due_wall > 0 else time.time()
+        self._sent_pub.publish(make_joint_state(self._names, sent, sec_to_stamp(stamp)))
         self._publish_state(state)
         self._state_rate.tick()
         now = time.monotonic()
