@@ -216,11 +216,16 @@ def summarize_kills(results: list[dict]) -> list[tuple[str, str, str, bool]]:
         unreadable = sum(not c["readable"] for c in bags)
         lost = sum(not r["episode_started"] for r in rs)
         statuses = sorted({str(c.get("status")) for c in bags if c["readable"]})
+
+        def p50(key: str, trials: list[dict] = mv) -> str:
+            return fmt(percentile([r.get(key) for r in trials], 50), "ms")
+
         hold_text = (
             f"hold p50 {fmt(percentile(holds, 50), 'ms')} max {fmt(percentile(holds, 100), 'ms')}"
-            f" (sent cmd max {fmt(percentile(cmd_holds, 100), 'ms')}; after last chunk max "
-            f"{fmt(percentile([r.get('hold_after_last_chunk_s') for r in mv], 100), 'ms')}; "
-            f"over the {moving}/{n} kills while moving)"
+            f" (p50 of each stage: exit announced {p50('announced_s')}, executor out "
+            f"{p50('policy_command_hold_s')}, arbiter out {p50('joint_command_hold_s')}, "
+            f"sent to the arm {p50('command_hold_s')}; sent max "
+            f"{fmt(percentile(cmd_holds, 100), 'ms')}; over the {moving}/{n} kills while moving)"
         )
         if node in REQUIRED:
             stopped = sum(r["exit_code"] == 1 and r["error_names_node"] for r in rs)
@@ -261,11 +266,7 @@ def summarize_kills(results: list[dict]) -> list[tuple[str, str, str, bool]]:
             rows.append(
                 (
                     f"kill -9 {node} x{n}",
-                    (
-                        "[the executor plays the last chunk until its 0.5 s watchdog, by design] "
-                        if upstream
-                        else ""
-                    )
+                    ("[executor holds on the announced exit] " if upstream else "")
                     + f"{hold_text}; recovered {recovered}/{n} "
                     f"(p50 {fmt(percentile([r['recover_s'] for r in rs], 50), 's', 1)})",
                     "hold <= 100 ms; recovers",

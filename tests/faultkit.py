@@ -315,12 +315,27 @@ class SimStack:
             cmd = self.streams["joint_command"].window(t0, t1)
             before = self.streams["joint_states"].window(t_fault - 0.2, t_fault)
             sent_after = self.streams["ramp/sent_command"].window(t_fault, t1)
+            policy_after = self.streams["ramp/policy_command"].window(t_fault, t1)
+            cmd_after = self.streams["joint_command"].window(t_fault, t1)
+            announced = [t - t_fault for t, _ in self.exits if t >= t_fault and t < t1]
         moving = bool(len(before[3]) and np.nanmax(np.abs(before[3])) > 5 * MOTION_THRESHOLD)
         motion_hold = hold_time(js[0], js[3], t_fault, MOTION_THRESHOLD, SETTLE_S)
         steps = np.abs(np.diff(sent_after[2], axis=0)) if len(sent_after[2]) > 1 else None
         command_hold = None
         if steps is not None:
             command_hold = hold_time(sent_after[0][1:], steps, t_fault, STEP_EPS, SETTLE_S)
+        stage_holds = {}
+        for key, (times, _stamps, positions, _v) in (
+            ("policy_command_hold_s", policy_after),
+            ("joint_command_hold_s", cmd_after),
+        ):
+            stage_holds[key] = (
+                hold_time(
+                    times[1:], np.abs(np.diff(positions, axis=0)), t_fault, STEP_EPS, SETTLE_S
+                )
+                if len(times) > 1
+                else None
+            )
         with self.lock:
             chunk_times = [t for t in self.chunks if t < t1]
         last_chunk = None
@@ -333,6 +348,8 @@ class SimStack:
             "moving_at_fault": moving,
             "motion_hold_s": motion_hold,
             "command_hold_s": command_hold,
+            **stage_holds,
+            "announced_s": min(announced) if announced else None,
             "hold_after_last_chunk_s": (
                 t_fault + motion_hold - last_chunk if last_chunk is not None else None
             ),
