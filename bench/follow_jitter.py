@@ -1,0 +1,160 @@
+"""How long each stage of the command path takes to hold after the executor stops, with
+delivery jitter between the stages (ROS-free: the real cores, a simulated clock).
+
+The command path is three followers in a row, each on its own 200 Hz tick: the chunk executor
+(``ChunkExecutor``) -> ``ramp/policy_command`` -> the intervention arbiter
+(``InterventionArbiter``) -> ``joint_command`` -> the bridge's safety filter (``SafetyFilter``).
+The executor drives the arm along a chunk, then brakes to a hold (``upstream_lost``, what an
+announced exit of the policy does). Each message reaches the next stage after a random delay
+(exponential, mean ``--mean-delay-ms``; ``--late-fraction`` of them ``--late-ms`` more, as a
+loaded 2-core machine delivers), and each stage's ticks run late by the same law. Printed per
+stage: the time from the executor's hold to the first 0.3 s in which its output changes by
+less than 1e-5 rad per tick (the campaign's "held (command)" in docs/reliability.md), p50 / max
+over ``--trials`` seeds, and as a ratio to the executor's in the same run; with the commands
+stamped with the actual tick time (what the nodes do) and with the tick's due time.
+
+With no jitter every stage holds together (the executor's braking, ~75 ms from 1.2 rad/s).
+With jitter the arbiter and the filter, which extrapolate the stream for one command interval
+and then brake toward its last sample, overshoot the executor's stop and come back: they hold
+70-190 ms after it (this is what the kill campaign measures on the sim, Finding 11).
+
+    python bench/follow_jitter.py [--trials 20] [--mean-delay-ms 2] [--late-fraction 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+
+import numpy as np
+
+from ramp_common.limits import JointLimits
+from ramp_hilr_teleop.core.arbiter import InterventionArbiter
+from ramp_policy_node.core.chunk import ActionChunk
+from ramp_policy_node.core.executor import ChunkExecutor
+from ramp_robots.core.safety import SafetyFilter
+
+DT = 0.005
+"""Control period of every stage, s (200 Hz)."""
+LIMITS = JointLimits.from_lists(
+    ["joint1", "joint2", "gripper"],
+    [-2.6, -3.0, 0.0],
+    [2.6, 3.0, 0.07],
+    [2.0, 2.0, 0.2],
+    [15.0, 15.0, 2.0],
+)  # the sim arm's limits (config/sim.yaml), two joints and the gripper
+STOP_AT_S = 1.0
+STAGES = ("executor", "arbiter", "filter")
+QUIET_STEP = 1e-5  # rad per tick
+SETTLE_S = 0.3
+
+
+def _chunk(stamp: float) -> ActionChunk:
+    """A chunk moving joint1 at 1.2 rad/s and joint2 at -0.8 rad/s from ``stamp``."""
+    offsets = (np.arange(50) + 1) * 0.02
+    t = stamp + offsets
+    positions = np.stack([1.2 * t, -0.8 * t, 0.03 + 0.0 * t], axis=1)
+    return ActionChunk(stamp, offsets, np.clip(positions, -2.5, 2.5))
+
+
+def trial(seed: float, mean_delay_s: float, late_fraction: float, late_s: float, due: bool):
+    """Hold time (s after the executor's stop) of each stage, one seeded run."""
+    rng = np.random.default_rng(seed)
+
+    def delay() -> float:
+        d = rng.exponential(mean_delay_s) if mean_delay_s > 0 else 0.0
+        if rng.random() < late_fraction:
+            d += rng.uniform(0.2 * late_s, late_s)
+        return d
+
+    executor = ChunkExecutor(LIMITS, DT, gripper_indices=[2], watchdog_timeout_s=0.5)
+    arbiter = InterventionArbiter(LIMITS, DT, source_timeout_s=0.05)
+    safety = SafetyFilter(LIMITS, DT, command_timeout_s=0.1)
+    pose = np.array([0.0, 0.0, 0.03])
+    executor.update_measured(pose, 0.0)
+    arbiter.update_measured(pose, 0.0)
+    events: list[tuple[float, int, str, object]] = []
+    order = 0
+
+    def push(t: float, kind: str, payload: object) -> None:
+        nonlocal order
+        order += 1
+        heapq.heappush(events, (t, order, kind, payload))
+
+    phases = {"executor": 0.0, "arbiter": 0.0021, "filter": 0.0037}
+    for k in range(int((STOP_AT_S + 1.5) / DT)):
+        for stage, phase in phases.items():
+            push(k * DT + phase + delay(), stage, k * DT + phase)
+    for k in range(0, int(STOP_AT_S / DT), 20):  # chunks at 10 Hz until the stop
+        push(k * DT + 0.001, "chunk", k * DT)
+    push(STOP_AT_S, "stop", None)
+    outputs: dict[str, list[tuple[float, np.ndarray]]] = {s: [] for s in STAGES}
+    while events:
+        t, _, kind, payload = heapq.heappop(events)
+        if kind == "chunk":
+            executor.submit(_chunk(payload), t)
+        elif kind == "stop":
+            executor.upstream_lost(t)
+        elif kind == "executor":
+            command = executor.step(t)
+            outputs["executor"].append((t, command))
+            push(t + delay(), "to_arbiter", (command, payload if due else t))
+        elif kind == "to_arbiter":
+            arbiter.policy_command(payload[0], t, sent_at=payload[1])
+        elif kind == "arbiter":
+            command = arbiter.step(t)
+            if command is not None:
+                outputs["arbiter"].append((t, command))
+                push(t + delay(), "to_filter", (command, payload if due else t))
+        elif kind == "to_filter":
+            safety.command(payload[0], t, sent_at=payload[1])
+        elif kind == "filter":
+            pose = safety.output(t, pose)
+            outputs["filter"].append((t, pose))
+            executor.update_measured(pose, t)
+            arbiter.update_measured(pose, t)
+    return {stage: _hold(outputs[stage]) for stage in STAGES}
+
+
+def _hold(samples: list[tuple[float, np.ndarray]]) -> float:
+    times = np.array([t for t, _ in samples])[1:]
+    steps = np.abs(np.diff(np.array([q for _, q in samples]), axis=0)).max(axis=1)
+    quiet = steps < QUIET_STEP
+    for i in np.flatnonzero(times >= STOP_AT_S):
+        window = (times >= times[i]) & (times < times[i] + SETTLE_S)
+        if times[window][-1] - times[i] >= SETTLE_S - 2 * DT and quiet[window].all():
+            return float(times[i] - STOP_AT_S)
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--mean-delay-ms", type=float, default=2.0)
+    parser.add_argument("--late-fraction", type=float, default=0.05)
+    parser.add_argument("--late-ms", type=float, default=30.0)
+    args = parser.parse_args()
+    cases = {
+        "no jitter": (0.0, 0.0, False),
+        "jitter, stamps = tick time": (args.mean_delay_ms / 1e3, args.late_fraction, False),
+        "jitter, stamps = due time": (args.mean_delay_ms / 1e3, args.late_fraction, True),
+    }
+    print(
+        f"hold after the executor's stop, ms, p50 / max over {args.trials} seeds (ratio of the "
+        f"p50 to the executor's); delay mean {args.mean_delay_ms} ms, "
+        f"{args.late_fraction:.0%} up to {args.late_ms} ms late"
+    )
+    for name, (mean_s, late, due) in cases.items():
+        runs = [trial(s, mean_s, late, args.late_ms / 1e3, due) for s in range(args.trials)]
+        base = float(np.nanmedian([r["executor"] for r in runs]))
+        cells = []
+        for stage in STAGES:
+            values = np.array([r[stage] for r in runs]) * 1e3
+            p50 = float(np.nanmedian(values))
+            cells.append(f"{stage} {p50:.0f} / {np.nanmax(values):.0f} ({p50 / (base * 1e3):.2f}x)")
+        print(f"  {name:28s} " + "   ".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
