@@ -6,17 +6,22 @@ The command path is three followers in a row, each on its own 200 Hz tick: the c
 (``InterventionArbiter``) -> ``joint_command`` -> the bridge's safety filter (``SafetyFilter``).
 The executor drives the arm along a chunk, then brakes to a hold (``upstream_lost``, what an
 announced exit of the policy does). Each message reaches the next stage after a random delay
-(exponential, mean ``--mean-delay-ms``; ``--late-fraction`` of them ``--late-ms`` more, as a
-loaded 2-core machine delivers), and each stage's ticks run late by the same law. Printed per
+(exponential, mean ``--mean-delay-ms``; ``--late-fraction`` of them up to ``--late-ms`` more,
+as a loaded 2-core machine delivers; in order, as DDS delivers one writer's samples), and each
+stage's ticks run late by the same law, in order, a tick a period behind skipped (as
+``RateLoop`` runs them). Printed per
 stage: the time from the executor's hold to the first 0.3 s in which its output changes by
 less than 1e-5 rad per tick (the campaign's "held (command)" in docs/reliability.md), p50 / max
 over ``--trials`` seeds, and as a ratio to the executor's in the same run; with the commands
 stamped with the actual tick time (what the nodes do) and with the tick's due time.
 
-With no jitter every stage holds together (the executor's braking, ~75 ms from 1.2 rad/s).
-With jitter the arbiter and the filter, which extrapolate the stream for one command interval
-and then brake toward its last sample, overshoot the executor's stop and come back: they hold
-70-190 ms after it (this is what the kill campaign measures on the sim, Finding 11).
+Without jitter each follower holds ~27 ms after the stage before it: one tick behind a leader
+that brakes at the same acceleration limit, it overshoots the stop a little and comes back
+(with the executor braking at 0.9x the limit the followers hold 7 ms after it). With jitter a
+late command makes a follower brake (the stream's last sample is extrapolated for one command
+interval only), fall behind, then catch up faster than the stream (up to 1.5x its speed); at
+the stop it overshoots by far more and comes back: the arbiter holds ~130 ms and the filter
+~240 ms after the executor (docs/reliability.md, Finding 11).
 
     python bench/follow_jitter.py [--trials 20] [--mean-delay-ms 2] [--late-fraction 0.05]
 """
@@ -82,13 +87,22 @@ def trial(seed: float, mean_delay_s: float, late_fraction: float, late_s: float,
         heapq.heappush(events, (t, order, kind, payload))
 
     phases = {"executor": 0.0, "arbiter": 0.0021, "filter": 0.0037}
-    for k in range(int((STOP_AT_S + 1.5) / DT)):
-        for stage, phase in phases.items():
-            push(k * DT + phase + delay(), stage, k * DT + phase)
+    for stage, phase in phases.items():
+        # as RateLoop runs them: in order, a late tick delays the next ones, and a tick more
+        # than one period behind is skipped
+        previous = -1.0
+        for k in range(int((STOP_AT_S + 1.5) / DT)):
+            due_k = k * DT + phase
+            t = max(due_k + delay(), previous + 1e-4)
+            if t - due_k >= DT and previous > due_k:
+                continue  # skipped: the loop is a period behind
+            previous = t
+            push(t, stage, due_k)
     for k in range(0, int(STOP_AT_S / DT), 20):  # chunks at 10 Hz until the stop
         push(k * DT + 0.001, "chunk", k * DT)
     push(STOP_AT_S, "stop", None)
     outputs: dict[str, list[tuple[float, np.ndarray]]] = {s: [] for s in STAGES}
+    delivered = {"arbiter": 0.0, "filter": 0.0}  # a stream's messages arrive in order (DDS)
     while events:
         t, _, kind, payload = heapq.heappop(events)
         if kind == "chunk":
@@ -98,14 +112,16 @@ def trial(seed: float, mean_delay_s: float, late_fraction: float, late_s: float,
         elif kind == "executor":
             command = executor.step(t)
             outputs["executor"].append((t, command))
-            push(t + delay(), "to_arbiter", (command, payload if due else t))
+            delivered["arbiter"] = max(t + delay(), delivered["arbiter"])
+            push(delivered["arbiter"], "to_arbiter", (command, payload if due else t))
         elif kind == "to_arbiter":
             arbiter.policy_command(payload[0], t, sent_at=payload[1])
         elif kind == "arbiter":
             command = arbiter.step(t)
             if command is not None:
                 outputs["arbiter"].append((t, command))
-                push(t + delay(), "to_filter", (command, payload if due else t))
+                delivered["filter"] = max(t + delay(), delivered["filter"])
+                push(delivered["filter"], "to_filter", (command, payload if due else t))
         elif kind == "to_filter":
             safety.command(payload[0], t, sent_at=payload[1])
         elif kind == "filter":
