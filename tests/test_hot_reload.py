@@ -25,6 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -38,6 +39,10 @@ from tests.test_chunk_execution_ros import Recorder, assert_no_jump
 
 TINY = DemoConfig(seed=3, steps=150, samples=4096, latent_bank=64, log_every=50)
 OTHER = DemoConfig(seed=4, steps=150, samples=4096, latent_bank=64, log_every=50)
+DEEP_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE
+)
+"""The probe's queue for joint_command: 5 s at 200 Hz."""
 MAX_COMMAND_GAP_S = 0.2
 """joint_command comes at 200 Hz; a stall of the executor (or a restart) would exceed this."""
 
@@ -188,7 +193,9 @@ def test_models_switch_while_the_stack_runs(pair_a: Path, tmp_path: Path) -> Non
     commands, ids = Recorder(), Ids()
     with processes(tmp_path) as procs, probe_node("hot_reload_probe") as probe:
         start_sim_stack(procs, tmp_path, config)
-        probe.create_subscription(JointState, "joint_command", commands, COMMAND_QOS)
+        # a deep queue: the exports below run in this process and stall the probe's thread; a
+        # 5-deep queue dropped commands meanwhile (a 0.31 s "gap" in one CI run)
+        probe.create_subscription(JointState, "joint_command", commands, DEEP_QOS)
         probe.create_subscription(Image, "ramp/wm_state", ids.on_wm, STATE_QOS)
         probe.create_subscription(JointTrajectory, "ramp/action_chunk", ids.on_chunk, COMMAND_QOS)
         probe.create_subscription(DiagnosticArray, "diagnostics", ids.on_diag, 10)

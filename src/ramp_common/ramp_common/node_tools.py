@@ -55,6 +55,10 @@ DEFAULT_SHUTDOWN_TIMEOUT_S = 4.0
 escalation, so a node that hangs is reported by itself (exit 3, naming the step) before launch
 has to kill it."""
 
+DUMP_STACKS_SIGNAL = signal.SIGUSR1
+"""A node prints every thread's stack on this signal (``faulthandler``, from C: also when its
+main thread is stuck in a C call), then goes on."""
+
 EXIT_SHUTDOWN_HUNG = 3
 EXIT_NODE_FAILED = 4
 """Exit code of a node that reported a fatal failure at run time (``node.fatal()``)."""
@@ -163,9 +167,14 @@ class _ShutdownGuard:
         if not self._started:
             self._started = True
             self._timer.start()
+            # The timer needs the GIL; a stop stuck inside a C call that holds it (a DDS
+            # teardown) would never end. faulthandler's watchdog is a C thread: one second
+            # after the timer's bound it prints every thread's stack and exits 1 by itself.
+            faulthandler.dump_traceback_later(self._timeout + 1.0, exit=True, file=sys.stderr)
 
     def cancel(self) -> None:
         self._timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
 
     def _expire(self) -> None:
         try:
@@ -186,7 +195,9 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
     way: the spin loop stops between callbacks, then ``node.close()`` (when it has one),
     ``destroy_node`` and the context shutdown run once, within ``RAMP_SHUTDOWN_TIMEOUT_S``
     (default 4 s from the first signal, a callback that never returns included; past it the
-    process exits 3 naming the step that hung and printing every thread's stack). A clean stop
+    process exits 3 naming the step that hung and printing every thread's stack; stuck where
+    Python cannot run, faulthandler's C watchdog exits 1 a second later, stacks printed). A
+    ``DUMP_STACKS_SIGNAL`` (SIGUSR1) prints every thread's stack at any time. A clean stop
     exits 0 with no traceback; a start-up error is logged and returns 1.
 
     A node may have ``fatal() -> str | None``, polled every spin (<= 0.1 s): a reason ends the
@@ -196,6 +207,9 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = StopSignals().install()
+    # SIGUSR1 prints every thread's stack from C (no GIL needed): `ramp up` sends it to a node
+    # that ignored SIGINT and SIGTERM, just before SIGKILL, so a hung stop says where it hung.
+    faulthandler.register(DUMP_STACKS_SIGNAL, file=sys.stderr, all_threads=True)
     exit_with_parent(stop)
     node: Node | None = None
     name = getattr(factory, "__name__", "ramp")

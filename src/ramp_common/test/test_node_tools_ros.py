@@ -96,6 +96,22 @@ def test_stop_signals_end_the_node_cleanly(tmp_path: Path, signals: tuple[str, .
     assert out.count("close") == 1, out  # the clean-up ran, once
 
 
+def test_sigusr1_prints_every_threads_stack_and_the_node_goes_on(tmp_path: Path) -> None:
+    """What ``ramp up`` sends a node that ignored SIGINT and SIGTERM, before SIGKILL: its
+    stacks, printed from C (a main thread stuck in a C call cannot run a Python handler)."""
+    from ramp_common.node_tools import DUMP_STACKS_SIGNAL
+
+    proc = _start(tmp_path)
+    os.kill(proc.pid, DUMP_STACKS_SIGNAL)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the node ended on the stack-dump signal"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = _finish(proc)
+    assert proc.returncode == 0, err
+    assert "most recent call first" in err and "busy_node.py" in err, err  # the main thread
+    assert out.count("close") == 1, out
+
+
 def test_a_hung_clean_up_is_bounded_and_named(tmp_path: Path) -> None:
     env = dict(os.environ, RAMP_SHUTDOWN_TIMEOUT_S="1.0")
     proc = _start(tmp_path, "hang", env=env)

@@ -8,7 +8,8 @@ everywhere, so both layouts behave the same:
   it exits; the others respawn after a delay (at most ``max_respawns`` within a minute, then
   the stack stops: a node that cannot stay up is a fault to report, not to loop on);
 - stopping sends SIGINT to every node, SIGTERM after ``sigterm_timeout_s``, SIGKILL after
-  ``sigkill_timeout_s`` more (launch's escalation), and reports any unclean exit;
+  ``sigkill_timeout_s`` more (launch's escalation; just before SIGKILL a SIGUSR1 makes our nodes
+  print every thread's stack), and reports any unclean exit;
 - the nodes carry ``RAMP_PARENT_PID``: if this process is killed outright they end too;
 - ``on_exit(name, code)`` is called the moment a node's process ends by itself (from the thread
   that reads its output, which sees the pipe close; not for the exits that ``stop`` causes):
@@ -152,6 +153,13 @@ class Supervisor:
             self._pending_respawn[name] = now + self._respawn_delay
         return True
 
+    def _dump_stacks(self, child: _Child) -> None:
+        """Ask a node that ignored SIGINT and SIGTERM to print its threads' stacks before it is
+        killed, so its output says where it hung; its output thread gets 0.3 s to pass it on."""
+        with contextlib.suppress(ProcessLookupError):
+            child.proc.send_signal(DUMP_STACKS_SIGNAL)
+        time.sleep(0.3)
+
     def stop(self) -> dict[str, int]:
         """SIGINT to every running node, then SIGTERM, then SIGKILL; returns exit codes."""
         self._stopping = True
@@ -168,6 +176,8 @@ class Supervisor:
                         self._on_event(
                             "error", f"{name} still running; sending {signal.Signals(sig).name}"
                         )
+                    if sig == signal.SIGKILL:
+                        self._dump_stacks(child)
                     with contextlib.suppress(ProcessLookupError):
                         child.proc.send_signal(sig)
             deadline = time.monotonic() + wait_s
@@ -183,6 +193,11 @@ class Supervisor:
             if name in running and code != 0:
                 self._on_event("error", f"{name} exited with code {code} at stop")
         return dict(self.exit_codes)
+
+
+DUMP_STACKS_SIGNAL = signal.SIGUSR1
+"""What our nodes print every thread's stack on (``ramp_common.node_tools``; not imported here:
+this module stays ROS-free)."""
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
