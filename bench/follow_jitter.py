@@ -17,11 +17,10 @@ stamped with the actual tick time (what the nodes do) and with the tick's due ti
 
 Without jitter each follower holds ~27 ms after the stage before it: one tick behind a leader
 that brakes at the same acceleration limit, it overshoots the stop a little and comes back
-(with the executor braking at 0.9x the limit the followers hold 7 ms after it). With jitter a
-late command makes a follower brake (the stream's last sample is extrapolated for one command
-interval only), fall behind, then catch up faster than the stream (up to 1.5x its speed); at
-the stop it overshoots by far more and comes back: the arbiter holds ~130 ms and the filter
-~240 ms after the executor (docs/reliability.md, Finding 11).
+(with the executor braking at 0.9x the limit the followers hold 7 ms after it). With jitter the
+followers run faster than the stream (up to 1.6-1.8x its speed), overshoot the stop by far
+more and come back: the arbiter holds ~130 ms and the filter ~240 ms after the executor
+(docs/reliability.md, Finding 11, also for what was tried).
 
     python bench/follow_jitter.py [--trials 20] [--mean-delay-ms 2] [--late-fraction 0.05]
 """
