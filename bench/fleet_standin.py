@@ -54,12 +54,11 @@ from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from ramp_bringup.core.report import RunRecorder, TopicStats
+from ramp_bringup.monitor import record_stamped
 from ramp_common.conversions import (
-    MessageError,
     make_joint_state,
     numpy_to_image,
     sec_to_stamp,
-    stamp_from_cdr,
 )
 from ramp_common.diagnostics import LatencyStats
 from ramp_common.qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
@@ -127,13 +126,7 @@ class StandInRobot(Node):
 
     # As ramp_bringup.monitor.StackMonitor does for the health report.
     def _stamped(self, topic: str, raw: bytes) -> float:
-        now = time.time()
-        try:
-            stamp = stamp_from_cdr(raw)
-        except MessageError:
-            stamp = None
-        self.recording.recorder.message(topic, now, stamp)
-        return stamp or 0.0
+        return record_stamped(self.recording.recorder, topic, raw)
 
     def _on_chunk(self, raw: bytes) -> None:
         stamp = self._stamped("ramp/action_chunk", raw)

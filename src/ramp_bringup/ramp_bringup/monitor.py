@@ -29,6 +29,18 @@ ROSOUT_ERROR = 40  # rcl_interfaces/Log ERROR
 JOINT_SAMPLE_EVERY = 10  # joint motion is sampled from every 10th joint state
 
 
+def record_stamped(recorder: RunRecorder, topic: str, raw: bytes) -> float:
+    """Record one serialized message of ``topic`` (receive time now, its header stamp read from
+    the bytes without deserializing); -> the stamp (s, 0.0 when it has none)."""
+    now = time.time()
+    try:
+        stamp = stamp_from_cdr(raw)
+    except MessageError:
+        stamp = None
+    recorder.message(topic, now, stamp)
+    return stamp or 0.0
+
+
 class StackMonitor(Node):
     """Subscribes to the stack's topics and records what it sees."""
 
@@ -71,13 +83,7 @@ class StackMonitor(Node):
         self.create_subscription(Log, "/rosout", self._on_log, 100, callback_group=group_cooked)
 
     def _stamped(self, topic: str, raw: bytes) -> float:
-        now = time.time()
-        try:
-            stamp = stamp_from_cdr(raw)
-        except MessageError:
-            stamp = None
-        self._rec.message(topic, now, stamp)
-        return stamp or 0.0
+        return record_stamped(self._rec, topic, raw)
 
     def _on_joint_states(self, raw: bytes) -> None:
         self._stamped("joint_states", raw)
