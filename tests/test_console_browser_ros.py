@@ -101,6 +101,8 @@ class Console:
     episodes: Path
     artifacts: Path
     node: Node
+    opened_at: float
+    """time.monotonic() just before the page was requested (no frame can be sent earlier)."""
 
     def wait(self, condition, timeout_s: float, what: str):
         return WebDriverWait(self.driver, timeout_s, poll_frequency=0.1).until(
@@ -169,8 +171,9 @@ def console(tmp_path_factory):
         wait_for(lambda: bool(probe.url), 90, "the console's url in its diagnostics")
         driver = chromium(tmp)
         try:
+            opened_at = time.monotonic()
             driver.get(probe.url)
-            yield Console(driver, probe, tmp / "episodes", tmp, node)
+            yield Console(driver, probe, tmp / "episodes", tmp, node, opened_at)
         finally:
             driver.quit()
             for proc in procs:
@@ -194,8 +197,12 @@ def test_page_shows_live_camera_frames_and_node_health(console):
     before = int(c.driver.find_element(By.ID, "cam-front").get_attribute("data-frames"))
     time.sleep(2.0)
     after = int(c.driver.find_element(By.ID, "cam-front").get_attribute("data-frames"))
+    since_open = time.monotonic() - c.opened_at
     assert after - before >= 5, "frames keep coming (live, about 10 per second by default)"
-    assert after - before <= 2.0 * 10 + 3, "the per-viewer rate limit (10 fps) holds"
+    # Counted over the whole time since the page was opened: a browser stalled by a busy
+    # machine receives the frames queued in its socket in a burst (24 in one 2 s window in a
+    # CI run), but never more than the server sent at 10 fps (the camera sends 30).
+    assert after <= 10 * since_open + 3, (after, since_open, "the 10 fps per-viewer limit")
     assert c.text("conn") == "connected"
     c.wait(lambda d: "/sim_bridge" in d.find_element(By.ID, "health").text, 30, "node health")
     c.wait(lambda d: "free disk" in d.find_element(By.ID, "recorder").text, 30, "recorder")
