@@ -36,7 +36,7 @@ from trajectory_msgs.msg import JointTrajectory
 from ramp_bringup.core.faults import hold_time, step_figures
 from ramp_common.node_exits import subscribe_node_exits
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
-from tests.rosutil import ROOT, SIM_CONFIG, UDP_PROFILE, NodeProcess
+from tests.rosutil import ROOT, SIM_CONFIG, UDP_PROFILE, NodeProcess, call_service
 
 REQUIRED_NODES = ("sim_bridge", "intervention_arbiter")
 """Nodes whose exit stops the stack by design (docs/launch.md)."""
@@ -215,14 +215,7 @@ class SimStack:
     # ------------------------------------------------------------------ services
     def call(self, name: str, request: Any, timeout_s: float = 10.0) -> Any | None:
         """Call one of the stack's services; None when it is not there or does not answer."""
-        client = self.clients[name]
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            return None
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout_s
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return future.result() if future.done() else None
+        return call_service(self.clients[name], request, timeout_s)
 
     def start_episode(self, timeout_s: float = 30.0) -> str | None:
         """Bag folder of the started episode, or None (with the reason on stderr).

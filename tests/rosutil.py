@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import rclpy
 from rclpy.context import Context
@@ -180,3 +181,25 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def call_service(client: Any, request: Any, timeout_s: float) -> Any | None:
+    """Call a service from a node spun on another thread (``probe_node``): its answer, or None
+    when the service is not there within ``timeout_s`` or does not answer within it."""
+    if not client.wait_for_service(timeout_sec=timeout_s):
+        return None
+    future = client.call_async(request)
+    deadline = time.monotonic() + timeout_s
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return future.result() if future.done() else None
+
+
+def call(node: Node, srv_type: type, name: str, request: Any, timeout_s: float = 30.0) -> Any:
+    """``call_service`` on a new client of ``node`` for ``name``; fails the test naming the
+    service when it is not there or does not answer."""
+    client = node.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
+    response = call_service(client, request, timeout_s)
+    assert response is not None, f"service {name} did not answer within {timeout_s} s"
+    return response

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.faultkit import SimStack, check_bag
-from tests.rosutil import probe_node
+from tests.rosutil import probe_node, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -31,18 +31,6 @@ def stack(tmp_path_factory):
             yield sim
         finally:
             sim.stop()
-
-
-def wait_for_value(read, timeout_s: float) -> float:
-    """``read()`` as a number once it is >= 1 or ``timeout_s`` passed (diagnostics come at 1 Hz)."""
-    deadline = time.monotonic() + timeout_s
-    value = 0.0
-    while time.monotonic() < deadline:
-        value = float(read() or 0.0)
-        if value >= 1:
-            break
-        time.sleep(0.1)
-    return value
 
 
 def kill_mid_episode(sim: SimStack, node: str) -> tuple[dict, str | None, bool]:
@@ -74,8 +62,10 @@ def test_a_killed_node_leaves_the_arm_holding_without_a_jump_and_respawns(stack,
     # ramp up announced the exit, and the node downstream held on it (not on its watchdog)
     assert node in [name for _, name in stack.exits], stack.exits
     holder, counter = HOLDS_ON_EXIT[node]
-    assert wait_for_value(lambda: stack.diagnostic(holder, counter), 5.0) >= 1, (
-        stack.diagnostics.get(holder)
+    wait_for(  # diagnostics come at 1 Hz
+        lambda: float(stack.diagnostic(holder, counter) or 0) >= 1,
+        5.0,
+        f"{holder}'s {counter} >= 1 (it held on the announced exit)",
     )
     # held: the measured speed went below 0.01 rad/s for 0.3 s after the kill
     assert figures["motion_hold_s"] is not None, figures

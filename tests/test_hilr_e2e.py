@@ -27,7 +27,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from ramp_common.conversions import make_joint_state, sec_to_stamp
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
-from tests.rosutil import SIM_CONFIG, probe_node, processes, start_sim_stack, wait_for
+from tests.rosutil import SIM_CONFIG, call, probe_node, processes, start_sim_stack, wait_for
 from tests.test_chunk_execution_ros import Recorder, assert_no_jump
 
 pytestmark = pytest.mark.ros
@@ -59,14 +59,6 @@ def hilr_config(tmp_path: Path) -> Path:
     path = tmp_path / "sim_hilr.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def call(node, srv_type, name: str, request, timeout_s: float = 15.0):
-    client = node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=30), f"service {name} not available"
-    future = client.call_async(request)
-    wait_for(future.done, timeout_s, f"the answer of {name}")
-    return future.result()
 
 
 def test_operator_takeover_is_recorded_and_exported(tmp_path):

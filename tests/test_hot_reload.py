@@ -34,7 +34,7 @@ from ramp_common.qos import COMMAND_QOS, STATE_QOS
 from ramp_models.hot_swap import FileStamp, HotSwap, check_same_interface
 from ramp_models.model_card import ModelCard, ModelCardError
 from ramp_training.demo import DemoConfig, export_demo
-from tests.rosutil import SIM_CONFIG, probe_node, processes, start_sim_stack, wait_for
+from tests.rosutil import SIM_CONFIG, call, probe_node, processes, start_sim_stack, wait_for
 from tests.test_chunk_execution_ros import Recorder, assert_no_jump
 
 TINY = DemoConfig(seed=3, steps=150, samples=4096, latent_bank=64, log_every=50)
@@ -168,14 +168,6 @@ def _config(tmp_path: Path, watched: Path) -> Path:
     return path
 
 
-def _call(node, srv_type, name: str, request, timeout_s: float = 30.0):
-    client = node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=30), f"service {name} not available"
-    future = client.call_async(request)
-    wait_for(future.done, timeout_s, f"the answer of {name}")
-    return future.result()
-
-
 def _max_gap(recorder: Recorder, since: float) -> float:
     stamps, _ = recorder.stamped_since(since)
     return float(np.max(np.diff(stamps))) if len(stamps) > 1 else float("inf")
@@ -231,14 +223,14 @@ def test_models_switch_while_the_stack_runs(pair_a: Path, tmp_path: Path) -> Non
             type=ParameterType.PARAMETER_STRING, string_value=str(pair_a / "policy.yaml")
         )
         request = SetParameters.Request(parameters=[ParameterMsg(name="model_card", value=value)])
-        result = _call(probe, SetParameters, "policy_node/set_parameters", request)
+        result = call(probe, SetParameters, "policy_node/set_parameters", request)
         assert result.results[0].successful, result.results[0].reason
         wait_for(lambda: ids.last("policy") == ids_a["policy"], 30, "chunks from policy A again")
 
         # 3. A corrupted model is refused; the running world model goes on.
         onnx = watched / "world_model.onnx"
         onnx.write_bytes(onnx.read_bytes()[:-100])
-        answer = _call(probe, Trigger, "worldmodel_node/reload", Trigger.Request())
+        answer = call(probe, Trigger, "worldmodel_node/reload", Trigger.Request())
         assert not answer.success and "sha256" in answer.message, answer.message
         wait_for(
             lambda: ids.diag_value("worldmodel_node", "reloads_refused") == "1",

@@ -29,7 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 from ramp_common.conversions import make_joint_state, numpy_to_image, sec_to_stamp
 from ramp_common.qos import COMMAND_QOS, STATE_QOS
 from ramp_models.model_card import ModelCard
-from tests.rosutil import probe_node, spun_node, wait_for
+from tests.rosutil import call, probe_node, spun_node, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -54,20 +54,9 @@ def _policy(card: Path, joints: list[str]) -> Callable[[Context], Node]:
     return make
 
 
-def _call(probe, srv_type, name: str, request):
-    client = probe.create_client(srv_type, name)
-    assert client.wait_for_service(10.0), f"{name} not available"
-    future = client.call_async(request)
-    deadline = time.monotonic() + 10.0
-    while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert future.done(), f"{name} did not answer"
-    return future.result()
-
-
 def _set(probe, name: str, value: ParameterValue):
     request = SetParameters.Request(parameters=[ParameterMsg(name=name, value=value)])
-    return _call(probe, SetParameters, f"{NODE}/set_parameters", request).results[0]
+    return call(probe, SetParameters, f"{NODE}/set_parameters", request).results[0]
 
 
 def _double(value: float) -> ParameterValue:
@@ -113,7 +102,7 @@ def test_read_only_refused_with_reason_reloadable_takes_effect() -> None:
         result = _set(probe, "rate_hz", _double(50.0))
         assert not result.successful
         assert "rate_hz" in result.reason and "read-only" in result.reason, result.reason
-        got = _call(
+        got = call(
             probe, GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=["rate_hz"])
         )
         assert got.values[0].double_value == pytest.approx(10.0)
@@ -165,5 +154,5 @@ def test_chunk_executor_limits_are_read_only() -> None:
         assert not result.successful
         assert "max_velocity" in result.reason and "read-only" in result.reason, result.reason
         request = GetParameters.Request(names=["max_velocity"])
-        got = _call(probe, GetParameters, f"{NODE}/get_parameters", request)
+        got = call(probe, GetParameters, f"{NODE}/get_parameters", request)
         assert list(got.values[0].double_array_value) == [1.0, 1.0]
