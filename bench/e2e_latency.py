@@ -36,10 +36,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from ramp_common.hops import decompose
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.rosutil
 
 FRAME_PERIOD_MS = 1000.0 / 30.0
 LOW_LATENCY = ["-p", "worldmodel_node.rate_hz:=60.0", "-p", "policy_node.rate_hz:=60.0"]
@@ -117,13 +119,9 @@ class OutsideLoad:
             self._executor.spin_once(timeout_sec=0.1)
 
     def _call(self, client, request, timeout_s: float):
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            return None
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout_s
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return future.result() if future.done() else None
+        from tests.rosutil import call_service
+
+        return call_service(client, request, timeout_s)
 
     def start_episode(self, timeout_s: float = 30.0) -> None:
         from std_srvs.srv import Trigger
