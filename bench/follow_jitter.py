@@ -47,7 +47,8 @@ LIMITS = JointLimits.from_lists(
     [2.0, 2.0, 0.2],
     [15.0, 15.0, 2.0],
 )  # the sim arm's limits (config/sim.yaml), two joints and the gripper
-STOP_AT_S = 1.0
+STOP_AT_S = 3.0
+"""The executor stops here (s): after the followers measured the delivery jitter for a while."""
 STAGES = ("executor", "arbiter", "filter")
 QUIET_STEP = 1e-5  # rad per tick
 SETTLE_S = 0.3
@@ -61,8 +62,17 @@ def _chunk(stamp: float) -> ActionChunk:
     return ActionChunk(stamp, offsets, np.clip(positions, -2.5, 2.5))
 
 
-def trial(seed: float, mean_delay_s: float, late_fraction: float, late_s: float, due: bool):
-    """Hold time (s after the executor's stop) of each stage, one seeded run."""
+def trial(
+    seed: float,
+    mean_delay_s: float,
+    late_fraction: float,
+    late_s: float,
+    playout_s: float,
+    max_playout_s: float | None = None,
+):
+    """Hold time (s after the executor's stop) of each stage, one seeded run: the nodes step
+    their cores at the tick's due time and stamp their output with it (as the nodes do);
+    followers replay their input ``playout_s`` behind."""
     rng = np.random.default_rng(seed)
 
     def delay() -> float:
@@ -72,8 +82,9 @@ def trial(seed: float, mean_delay_s: float, late_fraction: float, late_s: float,
         return d
 
     executor = ChunkExecutor(LIMITS, DT, gripper_indices=[2], watchdog_timeout_s=0.5)
-    arbiter = InterventionArbiter(LIMITS, DT, source_timeout_s=0.05)
-    safety = SafetyFilter(LIMITS, DT, command_timeout_s=0.1)
+    playout = {"playout_delay_s": playout_s, "max_playout_delay_s": max_playout_s}
+    arbiter = InterventionArbiter(LIMITS, DT, source_timeout_s=0.05, **playout)
+    safety = SafetyFilter(LIMITS, DT, command_timeout_s=0.1, **playout)
     pose = np.array([0.0, 0.0, 0.03])
     executor.update_measured(pose, 0.0)
     arbiter.update_measured(pose, 0.0)
@@ -109,26 +120,39 @@ def trial(seed: float, mean_delay_s: float, late_fraction: float, late_s: float,
         elif kind == "stop":
             executor.upstream_lost(t)
         elif kind == "executor":
-            command = executor.step(t)
-            outputs["executor"].append((t, command))
+            command = executor.step(payload)
+            outputs["executor"].append((payload, command))
             delivered["arbiter"] = max(t + delay(), delivered["arbiter"])
-            push(delivered["arbiter"], "to_arbiter", (command, payload if due else t))
+            push(delivered["arbiter"], "to_arbiter", (command, payload))
         elif kind == "to_arbiter":
             arbiter.policy_command(payload[0], t, sent_at=payload[1])
         elif kind == "arbiter":
-            command = arbiter.step(t)
+            command = arbiter.step(payload)
             if command is not None:
-                outputs["arbiter"].append((t, command))
+                outputs["arbiter"].append((payload, command))
                 delivered["filter"] = max(t + delay(), delivered["filter"])
-                push(delivered["filter"], "to_filter", (command, payload if due else t))
+                push(delivered["filter"], "to_filter", (command, payload))
         elif kind == "to_filter":
             safety.command(payload[0], t, sent_at=payload[1])
         elif kind == "filter":
-            pose = safety.output(t, pose)
-            outputs["filter"].append((t, pose))
+            pose = safety.output(payload, pose)
+            outputs["filter"].append((payload, pose))
             executor.update_measured(pose, t)
             arbiter.update_measured(pose, t)
-    return {stage: _hold(outputs[stage]) for stage in STAGES}
+    holds = {stage: _hold(outputs[stage]) for stage in STAGES}
+    overshoots = {stage: _overshoot(outputs[stage]) for stage in STAGES}
+    return holds, overshoots
+
+
+def _overshoot(samples: list[tuple[float, np.ndarray]]) -> float:
+    """How far (rad, largest joint) the output went past the pose it finally held, in the
+    direction it moved at the stop."""
+    times = np.array([t for t, _ in samples])
+    q = np.array([p for _, p in samples])
+    at_stop = int(np.searchsorted(times, STOP_AT_S))
+    direction = np.sign(q[at_stop] - q[at_stop - 1])
+    beyond = (q[at_stop:] - q[-1]) * direction
+    return float(max(beyond.max(), 0.0))
 
 
 def _hold(samples: list[tuple[float, np.ndarray]]) -> float:
@@ -148,26 +172,44 @@ def main() -> int:
     parser.add_argument("--mean-delay-ms", type=float, default=2.0)
     parser.add_argument("--late-fraction", type=float, default=0.05)
     parser.add_argument("--late-ms", type=float, default=30.0)
+    parser.add_argument(
+        "--playout",
+        nargs="+",
+        default=["0", "5", "10", "5:30"],
+        help="followers' playout delays to compare, ms: 'D' fixed, 'MIN:MAX' adaptive",
+    )
     args = parser.parse_args()
     cases = {
-        "no jitter": (0.0, 0.0, False),
-        "jitter, stamps = tick time": (args.mean_delay_ms / 1e3, args.late_fraction, False),
-        "jitter, stamps = due time": (args.mean_delay_ms / 1e3, args.late_fraction, True),
+        "no jitter, playout 0 ms": (0.0, 0.0, 0.0, None),
+        "no jitter, playout 5 ms": (0.0, 0.0, 0.005, None),
     }
+    for spec in args.playout:
+        low, _, high = spec.partition(":")
+        label = f"adaptive {low}-{high} ms" if high else f"{low} ms"
+        cases[f"jitter, playout {label}"] = (
+            args.mean_delay_ms / 1e3,
+            args.late_fraction,
+            float(low) / 1e3,
+            float(high) / 1e3 if high else None,
+        )
     print(
-        f"hold after the executor's stop, ms, p50 / max over {args.trials} seeds (ratio of the "
-        f"p50 to the executor's); delay mean {args.mean_delay_ms} ms, "
-        f"{args.late_fraction:.0%} up to {args.late_ms} ms late"
+        f"hold after the executor's stop, ms, p50 / max over {args.trials} seeds (p50 minus the "
+        f"executor's); 'past': the largest overshoot of the held pose over the seeds, mrad; "
+        f"delay mean {args.mean_delay_ms} ms, {args.late_fraction:.0%} up to {args.late_ms} ms late"
     )
-    for name, (mean_s, late, due) in cases.items():
-        runs = [trial(s, mean_s, late, args.late_ms / 1e3, due) for s in range(args.trials)]
-        base = float(np.nanmedian([r["executor"] for r in runs]))
+    for name, (mean_s, late, low_s, high_s) in cases.items():
+        runs = [
+            trial(s, mean_s, late, args.late_ms / 1e3, low_s, high_s) for s in range(args.trials)
+        ]
+        base = float(np.nanmedian([holds["executor"] for holds, _ in runs])) * 1e3
         cells = []
         for stage in STAGES:
-            values = np.array([r[stage] for r in runs]) * 1e3
+            values = np.array([holds[stage] for holds, _ in runs]) * 1e3
             p50 = float(np.nanmedian(values))
-            cells.append(f"{stage} {p50:.0f} / {np.nanmax(values):.0f} ({p50 / (base * 1e3):.2f}x)")
-        print(f"  {name:28s} " + "   ".join(cells))
+            past = max(overshoots[stage] for _, overshoots in runs) * 1e3
+            extra = "" if stage == "executor" else f" (+{p50 - base:.0f})"
+            cells.append(f"{stage} {p50:.0f} / {np.nanmax(values):.0f}{extra}, past {past:.1f}")
+        print(f"  {name:34s} " + "   ".join(cells))
     return 0
 
 

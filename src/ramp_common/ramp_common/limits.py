@@ -15,6 +15,7 @@ ever picks a velocity from which a stop inside the range is still possible.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -92,6 +93,30 @@ class JointLimits:
         return replace(self, max_velocity=velocity)
 
 
+MAX_CATCH_UP_TICKS = 10
+"""A control step computes at most this many ticks after a stall (see :func:`ticks_due`)."""
+
+
+def ticks_due(
+    now: float, last_tick: float | None, period_s: float, max_ticks: int = MAX_CATCH_UP_TICKS
+) -> int:
+    """How many control ticks a step at ``now`` must compute: whole periods since ``last_tick``.
+
+    A loop that skipped ticks (``RateLoop`` runs the next one on schedule, two or more periods
+    after the last) computes the skipped ticks too (sends only the last), so its command stream
+    keeps the one-tick-per-period model that :func:`limit_step` is exact in, and stays on time
+    against its stamps: the next follower reads neither a slow-down nor a lag. Rounded to whole
+    periods, so a caller passing actual call times (a few ms of jitter) gets 1; at least 1, at
+    most ``max_ticks`` (after a longer stall the command is behind and catches up
+    within the limits). ``last_tick`` None (the first tick) gives 1. A bridge sends the last
+    tick to hardware, so it passes a smaller ``max_ticks``: the step the hardware receives after
+    a stall is at most that many periods of motion.
+    """
+    if last_tick is None or not math.isfinite(last_tick):
+        return 1
+    return min(max(round((now - last_tick) / period_s), 1), max_ticks)
+
+
 def _speed_to_stop_within(distance: np.ndarray, dt: float, max_acceleration: np.ndarray):
     """Largest speed for this tick after which a stop within ``distance`` is still possible.
 
@@ -144,6 +169,7 @@ def limit_step(
     limits: JointLimits,
     *,
     target_velocity: np.ndarray | None = None,
+    max_catch_up: np.ndarray | float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One control tick from ``previous`` toward ``target`` within all limits.
 
@@ -184,7 +210,10 @@ def limit_step(
     # Offset of this command from the target one tick ago (target assumed moving uniformly);
     # closing it with the stopping-speed bound cannot overshoot the target.
     lag = goal - goal_velocity * dt - previous
-    v_wanted = goal_velocity + np.sign(lag) * _speed_to_stop_within(np.abs(lag), dt, amax)
+    closing = _speed_to_stop_within(np.abs(lag), dt, amax)
+    if max_catch_up is not None:
+        closing = np.minimum(closing, max_catch_up)
+    v_wanted = goal_velocity + np.sign(lag) * closing
     v_upper = np.minimum(vmax, _speed_to_stop_within(limits.upper - previous, dt, amax))
     v_lower = np.maximum(-vmax, -_speed_to_stop_within(previous - limits.lower, dt, amax))
     velocity = np.clip(v_wanted, previous_velocity - amax * dt, previous_velocity + amax * dt)

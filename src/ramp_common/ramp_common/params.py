@@ -303,3 +303,32 @@ def control_rt_priority_param() -> Param:
         low=0,
         high=99,
     )
+
+
+def playout_params() -> tuple[Param, Param]:
+    """``playout_delay_s`` and ``max_playout_delay_s``: how far behind its fastest delivery a
+    follower (the arbiter, a bridge's safety filter) replays the command stream it follows.
+
+    See :class:`ramp_common.stream.TargetStream`; docs/reliability.md (Finding 11) has the
+    measured effect.
+    """
+    return (
+        Param(
+            "playout_delay_s",
+            0.005,
+            "The command stream followed is replayed at least this far behind its fastest "
+            "delivery, by the commands' stamps (one sender period: no extrapolation between "
+            "on-time commands).",
+            unit="s",
+            low=0.0,
+        ),
+        Param(
+            "max_playout_delay_s",
+            0.03,
+            "The playout delay adapts up to this, to cover 98 % of the measured delivery jitter "
+            "(late commands then change nothing); each ms of it is a ms of command latency. "
+            "<= playout_delay_s: fixed delay.",
+            unit="s",
+            low=0.0,
+        ),
+    )

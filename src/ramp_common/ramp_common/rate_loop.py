@@ -54,6 +54,8 @@ class RateLoop:
         """Wall-clock time (s) at which the tick now running was due: tick k of the loop's
         schedule, whatever the thread's lateness. A stream computed one period per tick (a
         limited command) is stamped with it, so n ticks apart always read as n periods."""
+        self.due_mono = 0.0
+        """``due_wall`` on the monotonic clock (s)."""
 
     def start(self) -> None:
         self._thread.start()
@@ -93,6 +95,7 @@ class RateLoop:
             late = now_mono - deadline
             self.jitter.add(max(late, 0.0))
             self.due_wall = now_wall - late
+            self.due_mono = deadline
             try:
                 self._body(now_wall)
             except Exception as exc:  # keep the loop alive; the owner reports it

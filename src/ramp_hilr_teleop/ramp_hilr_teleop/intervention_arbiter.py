@@ -48,6 +48,7 @@ from ramp_common.params import (
     control_rt_priority_param,
     joint_limit_params,
     joint_limits,
+    playout_params,
 )
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from ramp_common.rate_loop import RateLoop
@@ -85,6 +86,7 @@ PARAMS: tuple[Param, ...] = (
         unit="s",
         positive=True,
     ),
+    *playout_params(),
     Param("joy_takeover_button", 0, "ramp/operator_joy button: take over."),
     Param("joy_handback_button", 1, "ramp/operator_joy button: hand back."),
     Param("joy_pause_button", 2, "ramp/operator_joy button: pause/resume (-1 = off)."),
@@ -119,6 +121,8 @@ class InterventionArbiterNode(Node):
             blend_time_s=blend_time,
             source_timeout_s=timeout,
             auto_takeover_threshold=threshold,
+            playout_delay_s=float(p["playout_delay_s"]),
+            max_playout_delay_s=float(p["max_playout_delay_s"]),
         )
         self._health = NodeHealth()
         self._hops = HopTimer(("forward",))
@@ -302,9 +306,12 @@ class InterventionArbiterNode(Node):
     # ------------------------------------------------------------------ control loop
 
     def _control_tick(self, now: float) -> None:
-        command = self._arbiter.step(now)
+        # the core steps at the tick's due time and the command is stamped with it, so a late
+        # or skipped tick does not read downstream as the stream slowing down (Finding 11)
+        due = self._loop.due_wall or now
+        command = self._arbiter.step(due)
         if command is not None:
-            self._command_pub.publish(make_joint_state(self._names, command, sec_to_stamp(now)))
+            self._command_pub.publish(make_joint_state(self._names, command, sec_to_stamp(due)))
             sent_at, self._policy_sent_at = self._policy_sent_at, None
             if sent_at is not None:  # the executor's tick -> this tick, transport included
                 self._hops.add("forward", now - sent_at)

@@ -215,7 +215,10 @@ class ChunkExecutorNode(Node):
         return response
 
     def _control_tick(self, now: float) -> None:
-        command = self._executor.step(now)
+        # the core steps at the tick's due time and the command is stamped with it: positions
+        # and stamps stay on the control period's grid for the followers (Finding 11)
+        due = self._loop.due_wall or now
+        command = self._executor.step(due)
         pending, self._pending_arrival = self._pending_arrival, None
         if pending is not None:  # the first tick that can use the newest chunk
             arrival, observation_stamp = pending
@@ -223,7 +226,7 @@ class ChunkExecutorNode(Node):
             self._hops.add("capture_to_tick", now - observation_stamp)
         if command is None:
             return
-        self._pub.publish(make_joint_state(self._names, command, sec_to_stamp(now)))
+        self._pub.publish(make_joint_state(self._names, command, sec_to_stamp(due)))
 
     def _update_health(self) -> None:
         stats = self._executor.stats()

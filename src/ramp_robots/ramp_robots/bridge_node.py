@@ -54,6 +54,7 @@ from ramp_common.params import (
     control_rt_priority_param,
     joint_limit_params,
     joint_limits,
+    playout_params,
 )
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from ramp_common.rate_loop import RateLoop
@@ -81,6 +82,7 @@ def bridge_params(
             unit="s",
             positive=True,
         ),
+        *playout_params(),
         control_rt_priority_param(),
     )
 
@@ -130,12 +132,23 @@ class RobotBridgeNode(Node):
         self._loop_died: str | None = None
         self._diag: DiagnosticsPublisher | None = None
 
+    def _tick_time(self) -> float:
+        """Monotonic time (s) for the safety filter's tick: the control loop's due time (the
+        filter steps one period per due tick, so a late tick does not leave it behind), or now
+        outside the loop."""
+        loop = self._control_loop
+        return loop.due_mono if loop is not None and loop.due_mono > 0 else time.monotonic()
+
     # -- set-up ---------------------------------------------------------------------------------
     def _open_safety_io(self, control_period_s: float) -> ReentrantCallbackGroup:
         """Create the safety filter, joint_states, the e-stop and joint_command; -> the callback
         group of the bridge's services (for the subclass's own)."""
         self._safety = SafetyFilter(
-            self._limits, control_period_s, command_timeout_s=self.params["command_timeout_s"]
+            self._limits,
+            control_period_s,
+            command_timeout_s=self.params["command_timeout_s"],
+            playout_delay_s=self.params["playout_delay_s"],
+            max_playout_delay_s=self.params["max_playout_delay_s"],
         )
         group = ReentrantCallbackGroup()
         self._state_pub = self.create_publisher(JointState, "joint_states", STATE_QOS)

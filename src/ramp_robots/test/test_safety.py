@@ -257,6 +257,53 @@ def test_a_feasible_stream_is_followed_without_lag() -> None:
     assert_feasible(np.array(outputs), REST)
 
 
+def _follow_jittered(
+    jitter_s: float, skipped: set[int], playout_s: float = 0.01
+) -> tuple[np.ndarray, list[int]]:
+    """The filter's outputs and their tick numbers, following a 200 Hz sine stream of which a
+    fifth is delivered ``jitter_s`` late (in order: the ones behind wait for it), its own
+    ticks listed in ``skipped`` skipped."""
+    rng = np.random.default_rng(7)
+    safety = SafetyFilter(LIMITS, DT, command_timeout_s=TIMEOUT, playout_delay_s=playout_s)
+    amplitude, omega = np.array([0.8, 0.4, 0.02]), 2.0
+    events = []
+    delivered = 0.0
+    for k in range(600):
+        late = jitter_s if rng.random() < 0.2 else 0.0
+        delivered = max(k * DT + late, delivered)
+        command = REST + amplitude * np.sin(omega * k * DT)
+        events.append((delivered, 0, command, k * DT))
+        if k not in skipped:
+            events.append((k * DT + 0.5 * DT, 1, None, None))
+    outputs = {}
+    for t, kind, command, stamp in sorted(events, key=lambda e: (e[0], e[1])):
+        if kind == 0:
+            safety.command(command, now=t, sent_at=1000.0 + stamp)
+        else:
+            outputs[int(t / DT)] = safety.output(t, REST)
+    return np.array([outputs[k] for k in sorted(outputs)]), sorted(outputs)
+
+
+def test_delivery_jitter_within_the_playout_delay_changes_nothing() -> None:
+    """Deliveries 6 ms late, in bursts: with a 10 ms playout delay the output is exactly the
+    same as with none (Finding 11: a follower that tracked the newest command braked at every
+    late one and raced after the burst behind it); without one, it is not."""
+    smooth, _ = _follow_jittered(0.0, set())
+    jittered, _ = _follow_jittered(0.006, set())
+    np.testing.assert_allclose(jittered, smooth, atol=1e-12)
+    smooth_0, _ = _follow_jittered(0.0, set(), playout_s=0.0)
+    jittered_0, _ = _follow_jittered(0.006, set(), playout_s=0.0)
+    assert np.abs(jittered_0 - smooth_0).max() > 1e-5
+
+
+def test_a_skipped_tick_is_computed_and_the_output_stays_on_time() -> None:
+    """Ticks 200 and 300-301 are skipped: the ticks after them send what the filter would
+    have sent anyway (the skipped ticks were computed), not a period behind."""
+    every, _ = _follow_jittered(0.0, set())
+    skipping, kept = _follow_jittered(0.0, {200, 300, 301})
+    np.testing.assert_allclose(skipping, every[kept], atol=1e-12)
+
+
 @st.composite
 def scenarios(draw):
     """Random command streams with junk, gaps (watchdog), e-stops and measured-pose jumps."""

@@ -17,6 +17,13 @@ States (:class:`ArbiterState`):
   and holds by itself). Release resyncs to the measured pose and enters PAUSED, so motion
   resumes only on an explicit operator request.
 
+Each source is a :class:`ramp_common.stream.TargetStream`: its stamped commands are replayed
+``playout_delay_s`` behind the fastest delivery, so delivery jitter neither freezes nor leaps the
+target (docs/reliability.md, Finding 11). A step after skipped ticks computes them too
+(:func:`ramp_common.limits.ticks_due`): a skipped tick does not leave the output behind its
+stream. ``now`` should be the tick's due time (``RateLoop.due_wall``),
+the stamp the output is published with.
+
 Every output tick passes through :func:`ramp_common.limits.limit_step` from the previous output
 and its velocity, so the output never leaves the position range and its finite-difference
 velocity and acceleration never exceed the limits, whatever the sources or the requests do.
@@ -47,11 +54,8 @@ from enum import Enum
 
 import numpy as np
 
-from ramp_common.limits import JointLimits, limit_step, stop_position
-
-STREAM_MAX_INTERVAL_S = 0.1
-"""Commands of one source closer together than this form a stream whose velocity is fed forward
-(and extrapolated for at most one command interval between commands)."""
+from ramp_common.limits import JointLimits, limit_step, stop_position, ticks_due
+from ramp_common.stream import TargetStream
 
 MAX_SEGMENTS = 10_000
 """Segments kept in memory (oldest dropped first)."""
@@ -115,57 +119,6 @@ class ArbiterStatus:
     following: Source | None
     """The source whose commands drive the output right now (None: holding or no output)."""
     awaiting_executor_reset: bool
-
-
-class CommandStream:
-    """The latest command of one source and its velocity estimate (a stream of position targets).
-
-    ``mask`` marks the joints the command carries; the others are not driven by this source.
-    """
-
-    def __init__(self, dof: int) -> None:
-        self._dof = dof
-        self.position: np.ndarray | None = None
-        self.mask = np.ones(dof, dtype=bool)
-        self.received_s = -math.inf
-        self.count = 0
-        self._sent_at: float | None = None
-        self._velocity = np.zeros(dof)
-        self._interval = 0.0
-
-    def update(
-        self, position: np.ndarray, mask: np.ndarray, now: float, sent_at: float | None
-    ) -> None:
-        """Take a command received at ``now``; ``sent_at`` (sender stamp) times the velocity."""
-        velocity = np.zeros(self._dof)
-        interval = 0.0
-        if self.position is not None and np.array_equal(mask, self.mask):
-            use_stamps = sent_at is not None and self._sent_at is not None
-            dt = sent_at - self._sent_at if use_stamps else now - self.received_s
-            if 0.0 < dt <= STREAM_MAX_INTERVAL_S:
-                velocity = np.where(mask, (position - self.position) / dt, 0.0)
-                interval = dt
-        self.position = position
-        self.mask = mask
-        self.received_s = now
-        self._sent_at = sent_at
-        self._velocity = velocity
-        self._interval = interval
-        self.count += 1
-
-    def fresh(self, now: float, timeout_s: float) -> bool:
-        return self.position is not None and now - self.received_s <= timeout_s
-
-    def sample(self, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """(position, velocity) of the stream at ``now``: the last command moved on with the
-        stream's velocity for at most one command interval (velocity 0 after that).
-        """
-        assert self.position is not None
-        age = max(now - self.received_s, 0.0)
-        ahead = min(age, self._interval)
-        moving = age < self._interval
-        velocity = self._velocity if moving else np.zeros(self._dof)
-        return self.position + self._velocity * ahead, velocity
 
 
 def cosine_blend(progress: float) -> tuple[float, float]:
@@ -233,6 +186,9 @@ class InterventionArbiter:
         blend_time_s: float = 0.5,
         source_timeout_s: float = 0.2,
         auto_takeover_threshold: float = 0.0,
+        playout_delay_s: float = 0.0,
+        max_extrapolation_s: float = 0.02,
+        max_playout_delay_s: float | None = None,
     ) -> None:
         if not control_period_s > 0.0:
             raise ValueError(f"control_period_s must be > 0, got {control_period_s}")
@@ -251,7 +207,17 @@ class InterventionArbiter:
         self._auto_threshold = float(auto_takeover_threshold)
         dof = limits.dof
         self._lock = threading.Lock()
-        self._streams = {Source.POLICY: CommandStream(dof), Source.OPERATOR: CommandStream(dof)}
+        self._streams = {
+            source: TargetStream(
+                dof,
+                playout_delay_s=playout_delay_s,
+                max_extrapolation_s=max_extrapolation_s,
+                max_deceleration=limits.max_acceleration,
+                max_playout_delay_s=max_playout_delay_s,
+            )
+            for source in Source
+        }
+        self._last_tick: float | None = None
         self._measured: np.ndarray | None = None
         self._last: np.ndarray | None = None
         self._velocity = np.zeros(dof)
@@ -498,33 +464,39 @@ class InterventionArbiter:
                 if self._measured is None:
                     return None
                 self._last = self._measured.copy()
+                self._last_tick = None
                 self._velocity = np.zeros(self._limits.dof)
                 self._following = None
                 self._hold = None
-            self._check_auto_takeover(now)
-            source = self._driving_source(now)
-            if source is not None:
-                goal, goal_velocity = self._follow(source, now)
-            else:
-                if self._following is not None:
-                    self._counts["stale_holds"] += 1
-                    self._following = None
-                if self._hold is None:
-                    self._hold = stop_position(self._last, self._velocity, self._dt, self._limits)
-                goal, goal_velocity = self._hold, None
-            command, velocity, clamped = limit_step(
-                self._last,
-                self._velocity,
-                goal,
-                self._dt,
-                self._limits,
-                target_velocity=goal_velocity,
-            )
-            if clamped.any():
-                self._counts["clamped_ticks"] += 1
-            self._last = command
-            self._velocity = velocity
-            return command.copy()
+            ticks = ticks_due(now, self._last_tick, self._dt)
+            for k in range(ticks - 1, -1, -1):
+                self._tick(now - k * self._dt)
+            self._last_tick = now
+            return self._last.copy()
+
+    # ------------------------------------------------------------------ internals (lock held)
+
+    def _tick(self, now: float) -> None:
+        """One control tick at ``now``: moves ``_last`` on by one period."""
+        assert self._last is not None
+        self._check_auto_takeover(now)
+        source = self._driving_source(now)
+        if source is not None:
+            goal, goal_velocity = self._follow(source, now)
+        else:
+            if self._following is not None:
+                self._counts["stale_holds"] += 1
+                self._following = None
+            if self._hold is None:
+                self._hold = stop_position(self._last, self._velocity, self._dt, self._limits)
+            goal, goal_velocity = self._hold, None
+        command, velocity, clamped = limit_step(
+            self._last, self._velocity, goal, self._dt, self._limits, target_velocity=goal_velocity
+        )
+        if clamped.any():
+            self._counts["clamped_ticks"] += 1
+        self._last = command
+        self._velocity = velocity
 
     # ------------------------------------------------------------------ internals (lock held)
 

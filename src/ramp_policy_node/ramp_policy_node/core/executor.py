@@ -8,7 +8,10 @@ splice of chunks, see :mod:`ramp_policy_node.core.splice`) at the tick time by l
 interpolation between chunk steps, and passes it through :func:`ramp_common.limits.limit_step`
 with the reference's own velocity as feed-forward, from the previous command and velocity. So the
 command stream never leaves the position range and its finite-difference velocity and
-acceleration never exceed the limits, whatever the chunks do (a splice never jumps).
+acceleration never exceed the limits, whatever the chunks do (a splice never jumps). A step
+after skipped ticks computes them too (:func:`ramp_common.limits.ticks_due`): the node passes the
+tick's due time (``RateLoop.due_wall``) and stamps the command with it, so downstream a skipped
+tick reads as two periods of the same motion, not as the stream slowing down.
 
 States:
 
@@ -37,7 +40,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ramp_common.limits import JointLimits, limit_step, stop_position
+from ramp_common.limits import JointLimits, limit_step, stop_position, ticks_due
 from ramp_policy_node.core.chunk import MAX_FUTURE_STAMP_S, ActionChunk, TimedTrajectory
 from ramp_policy_node.core.splice import (
     SPLICE_STRATEGIES,
@@ -309,50 +312,57 @@ class ChunkExecutor:
     # ---------------------------------------------------------------- control tick
 
     def step(self, now: float) -> np.ndarray | None:
-        """The command (D,) for the control tick at ``now``; None until a measured state."""
+        """The command (D,) for the control tick at ``now``; None until a measured state.
+
+        After skipped ticks (``now`` two or more periods after the last tick) the skipped ticks
+        are computed too and the last one is returned (:func:`ramp_common.limits.ticks_due`).
+        """
         with self._lock:
             if self._command is None:
                 return None
-            self._apply_watchdog(now)
-            limits = self._active_limits()
-            target_velocity = None
-            if self._state == EXECUTING and self._reference is not None:
-                self._reference = self._reference.settled(now)
-                target = self._reference.sample(now)
-                previous_target = self._reference.sample(now - self._dt)
-                target_velocity = (target - previous_target) / self._dt
-            elif self._state == ESTOP and self._measured is not None:
-                # The bridge holds the robot; follow the measured pose within the limits so the
-                # command stream meets the measured pose before a release restarts from it.
-                target = self._measured
-            else:
-                assert self._hold_pose is not None
-                target = self._hold_pose
-            command, velocity, clamped = limit_step(
-                self._command,
-                self._velocity,
-                target,
-                self._dt,
-                limits,
-                target_velocity=target_velocity,
-            )
-            self._command = command
-            self._velocity = velocity
+            ticks = ticks_due(now, self._last_tick_time, self._dt)
+            for k in range(ticks - 1, -1, -1):
+                self._tick(now - k * self._dt)
             self._last_tick_time = now
-            if clamped.any():
-                self._clamped_ticks += 1
-                self._clamps += clamped
-            if (
-                self._ramp_in
-                and self._state == EXECUTING
-                and now >= self._ramp_in_not_before
-                and (
-                    now >= self._ramp_in_not_before + RAMP_IN_MAX_S
-                    or np.max(np.abs(command - self._limits.clip(target))) <= RAMP_IN_TOLERANCE
-                )
-            ):
-                self._ramp_in = False
-            return command.copy()
+            assert self._command is not None
+            return self._command.copy()
+
+    def _tick(self, now: float) -> None:
+        """One control tick at ``now`` (lock held): moves ``_command`` on by one period."""
+        assert self._command is not None
+        self._apply_watchdog(now)
+        limits = self._active_limits()
+        target_velocity = None
+        if self._state == EXECUTING and self._reference is not None:
+            self._reference = self._reference.settled(now)
+            target = self._reference.sample(now)
+            previous_target = self._reference.sample(now - self._dt)
+            target_velocity = (target - previous_target) / self._dt
+        elif self._state == ESTOP and self._measured is not None:
+            # The bridge holds the robot; follow the measured pose within the limits so the
+            # command stream meets the measured pose before a release restarts from it.
+            target = self._measured
+        else:
+            assert self._hold_pose is not None
+            target = self._hold_pose
+        command, velocity, clamped = limit_step(
+            self._command, self._velocity, target, self._dt, limits, target_velocity=target_velocity
+        )
+        self._command = command
+        self._velocity = velocity
+        if clamped.any():
+            self._clamped_ticks += 1
+            self._clamps += clamped
+        if (
+            self._ramp_in
+            and self._state == EXECUTING
+            and now >= self._ramp_in_not_before
+            and (
+                now >= self._ramp_in_not_before + RAMP_IN_MAX_S
+                or np.max(np.abs(command - self._limits.clip(target))) <= RAMP_IN_TOLERANCE
+            )
+        ):
+            self._ramp_in = False
 
     # ---------------------------------------------------------------- queries
 

@@ -10,10 +10,13 @@ Behaviour, per control tick (:meth:`SafetyFilter.output`):
   :func:`ramp_common.limits.limit_step` (position, velocity and acceleration limits), so it never
   jumps. With no last output (first tick, after :meth:`SafetyFilter.resync` or after e-stop
   release) it starts from the measured position, at rest.
-- The goal is the latest accepted command while it is fresh (younger than ``command_timeout_s``).
-  Commands that stream in (one every <= ``STREAM_MAX_INTERVAL_S``) carry a velocity, estimated from
-  the last two; the goal moves on with it between commands (for at most one command interval), so
-  a feasible stream is followed without lag whatever the phase between sender and filter ticks.
+- The goal is the accepted command stream while its newest command is fresh (younger than
+  ``command_timeout_s``), replayed ``playout_delay_s`` behind its fastest delivery by the
+  commands' stamps (:class:`ramp_common.stream.TargetStream`): a feasible stream is followed
+  without lag or overshoot whatever the phase between sender and filter ticks and whatever the
+  delivery jitter up to the playout delay, with its velocity fed forward.
+- A step after skipped ticks computes them too (:func:`ramp_common.limits.ticks_due`), so a
+  skipped tick does not leave the output behind; the bridge sends the last.
 - Before the first command, after the command went stale, and while the e-stop is engaged, the
   goal is a hold pose: where the joints come to rest braking at the acceleration limit from the
   current output velocity (:func:`ramp_common.limits.stop_position`): decelerate, then hold.
@@ -30,10 +33,13 @@ from enum import Enum
 
 import numpy as np
 
-from ramp_common.limits import JointLimits, limit_step, stop_position
+from ramp_common.limits import JointLimits, limit_step, stop_position, ticks_due
+from ramp_common.stream import TargetStream
 
-STREAM_MAX_INTERVAL_S = 0.1
-"""Commands closer together than this form a stream whose velocity is fed forward."""
+HARDWARE_CATCH_UP_TICKS = 4
+"""After a stall the filter computes at most this many ticks at once: the hardware receives a
+step of at most 4 periods of motion, and the output catches up with the rest within the limits
+(:func:`ramp_common.limits.ticks_due`)."""
 
 
 class SafetyMode(str, Enum):
@@ -73,12 +79,22 @@ class SafetyFilter:
     """
 
     def __init__(
-        self, limits: JointLimits, period_s: float, command_timeout_s: float = 0.5
+        self,
+        limits: JointLimits,
+        period_s: float,
+        command_timeout_s: float = 0.5,
+        playout_delay_s: float = 0.0,
+        max_extrapolation_s: float = 0.02,
+        max_playout_delay_s: float | None = None,
     ) -> None:
         """Args:
         limits: joint limits; their joint order is the order of every array.
         period_s: control period in s (the time between :meth:`output` calls).
         command_timeout_s: a command older than this (s) is stale and the filter holds.
+        playout_delay_s: the command stream is replayed this far (s) behind its fastest
+            delivery; delivery jitter up to it is absorbed (0: follow the newest command).
+        max_extrapolation_s: how long (s) the replayed stream moves on past its newest command
+            when the next one is late.
         """
         if not period_s > 0:
             raise ValueError(f"period_s must be > 0, got {period_s}")
@@ -87,6 +103,12 @@ class SafetyFilter:
         self._limits = limits
         self._period = float(period_s)
         self._timeout = float(command_timeout_s)
+        self._playout_delay = float(playout_delay_s)
+        self._max_extrapolation = float(max_extrapolation_s)
+        self._max_playout_delay = max_playout_delay_s
+        # checks the arguments
+        TargetStream(limits.dof, playout_delay_s, max_extrapolation_s, None, max_playout_delay_s)
+        self._all_joints = np.ones(limits.dof, dtype=bool)
         self._lock = threading.Lock()
         self._counts = {f.name: 0 for f in fields(SafetyCounters)}
         self._estop = False
@@ -153,19 +175,7 @@ class SafetyFilter:
             # stream's velocity estimate finite (float64-max targets 5 ms apart overflowed it
             # to inf, the output went NaN and the bridge's state loop died: bench/faults.py).
             arr = np.clip(arr, self._limits.lower, self._limits.upper)
-            self._command_velocity = np.zeros(self._limits.dof)
-            self._command_interval = 0.0
-            if self._command is not None:
-                use_stamps = sent_at is not None and self._command_sent_at is not None
-                interval = (
-                    sent_at - self._command_sent_at if use_stamps else now - self._command_time
-                )
-                if 0.0 < interval <= STREAM_MAX_INTERVAL_S:
-                    self._command_velocity = (arr - self._command) / interval
-                    self._command_interval = interval
-            self._command = arr
-            self._command_time = float(now)
-            self._command_sent_at = sent_at
+            self._stream.update(arr, self._all_joints, float(now), sent_at)
             self._counts["accepted"] += 1
             return None
 
@@ -174,8 +184,8 @@ class SafetyFilter:
         command as stale now, without waiting ``command_timeout_s``; the next tick decelerates
         and holds (counted in ``stale_holds``). A later command is followed as usual."""
         with self._lock:
-            if self._command is not None:
-                self._command_time = -np.inf
+            if self._stream.position is not None:
+                self._stream.received_s = -np.inf
 
     def engage_estop(self) -> None:
         """Latch the e-stop: decelerate and hold; reject commands until release."""
@@ -203,17 +213,20 @@ class SafetyFilter:
             self._drop_motion_locked()
 
     def _drop_command_locked(self) -> None:
-        self._command: np.ndarray | None = None
-        self._command_time = -np.inf
-        self._command_sent_at: float | None = None
-        self._command_velocity = np.zeros(self._limits.dof)
-        self._command_interval = 0.0
+        self._stream = TargetStream(
+            self._limits.dof,
+            playout_delay_s=self._playout_delay,
+            max_extrapolation_s=self._max_extrapolation,
+            max_deceleration=self._limits.max_acceleration,
+            max_playout_delay_s=self._max_playout_delay,
+        )
         self._hold: np.ndarray | None = None
 
     def _drop_motion_locked(self) -> None:
         self._drop_command_locked()
         self._last: np.ndarray | None = None
         self._velocity = np.zeros(self._limits.dof)
+        self._last_tick: float | None = None
         self._mode = SafetyMode.ESTOP if self._estop else SafetyMode.IDLE
 
     def output(self, now: float, measured: np.ndarray) -> np.ndarray:
@@ -234,42 +247,45 @@ class SafetyFilter:
                 self._last = start
                 self._velocity = np.zeros(self._limits.dof)
 
-            age = now - self._command_time
-            if self._estop:
-                mode = SafetyMode.ESTOP
-            elif self._command is None:
-                mode = SafetyMode.IDLE
-            elif age <= self._timeout:
-                mode = SafetyMode.TRACKING
-            else:
-                mode = SafetyMode.STALE_HOLD
-            if mode is SafetyMode.STALE_HOLD and self._mode is SafetyMode.TRACKING:
-                self._counts["stale_holds"] += 1
-            self._mode = mode
+            ticks = ticks_due(now, self._last_tick, self._period, HARDWARE_CATCH_UP_TICKS)
+            for k in range(ticks - 1, -1, -1):
+                self._tick(now - k * self._period)
+            self._last_tick = now
+            return self._last.copy()
 
-            if mode is SafetyMode.TRACKING:
-                self._hold = None
-                ahead = min(max(age, 0.0), self._command_interval)
-                goal = self._command + self._command_velocity * ahead
-                moving = max(age, 0.0) < self._command_interval
-                goal_velocity = self._command_velocity if moving else None
-            else:
-                if self._hold is None:
-                    self._hold = stop_position(
-                        self._last, self._velocity, self._period, self._limits
-                    )
-                goal, goal_velocity = self._hold, None
+    def _tick(self, now: float) -> None:
+        """One control tick at ``now`` (lock held): moves ``_last`` on by one period."""
+        assert self._last is not None
+        age = now - self._stream.received_s
+        if self._estop:
+            mode = SafetyMode.ESTOP
+        elif self._stream.position is None:
+            mode = SafetyMode.IDLE
+        elif age <= self._timeout:
+            mode = SafetyMode.TRACKING
+        else:
+            mode = SafetyMode.STALE_HOLD
+        if mode is SafetyMode.STALE_HOLD and self._mode is SafetyMode.TRACKING:
+            self._counts["stale_holds"] += 1
+        self._mode = mode
 
-            out, velocity, clamped = limit_step(
-                self._last,
-                self._velocity,
-                goal,
-                self._period,
-                self._limits,
-                target_velocity=goal_velocity,
-            )
-            if np.any(clamped):
-                self._counts["clamped"] += 1
-            self._last = out
-            self._velocity = velocity
-            return out.copy()
+        if mode is SafetyMode.TRACKING:
+            self._hold = None
+            goal, goal_velocity = self._stream.sample(now)
+        else:
+            if self._hold is None:
+                self._hold = stop_position(self._last, self._velocity, self._period, self._limits)
+            goal, goal_velocity = self._hold, None
+
+        out, velocity, clamped = limit_step(
+            self._last,
+            self._velocity,
+            goal,
+            self._period,
+            self._limits,
+            target_velocity=goal_velocity,
+        )
+        if np.any(clamped):
+            self._counts["clamped"] += 1
+        self._last = out
+        self._velocity = velocity
