@@ -15,10 +15,17 @@ inference host). The nodes in the control path act on it:
 
 The watchdogs stay: they cover what no supervisor sees (a wedged process, a network link, an
 inference host whose supervisor died with it). A requested stop (Ctrl-C) is not announced.
+
+An announcement is published three times (``ANNOUNCE_REPEATS_S`` after the exit): a reliable
+sample lost on a loaded computer is repaired only at the writer's next heartbeat, which took
+1.02 s once in the fault campaign (docs/reliability.md, round 3). The subscriber passes one
+announcement per node and ``DEDUP_S`` to its handler.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable
 
 from rclpy.node import Node
@@ -37,11 +44,40 @@ NODE_EXITED_QOS = QoSProfile(
 )
 """Reliable, not latched: an exit matters now; a node that starts later must not act on it."""
 
+ANNOUNCE_REPEATS_S = (0.0, 0.03, 0.1)
+"""s after the exit at which the announcement is published (a lost sample is not waited for)."""
+
+DEDUP_S = 0.5
+"""Repeats of one node's announcement within this long (s) reach the handler once. A restarted
+node takes seconds to come up, so a second real exit is never this close to the first."""
+
+
+class ExitDeduplicator:
+    """Passes the first announcement of a node and drops its repeats for ``DEDUP_S``."""
+
+    def __init__(self, handler: Callable[[str], None]) -> None:
+        self._handler = handler
+        self._lock = threading.Lock()
+        self._seen: dict[str, float] = {}
+
+    def __call__(self, node_name: str, now: float | None = None) -> bool:
+        """Handle one received announcement at ``now`` (monotonic s); True when passed on."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            last = self._seen.get(node_name)
+            if last is not None and now - last < DEDUP_S:
+                return False
+            self._seen[node_name] = now
+        self._handler(node_name)
+        return True
+
 
 def subscribe_node_exits(node: Node, handler: Callable[[str], None], **kwargs) -> None:
-    """Call ``handler(node_name)`` for every announced exit (relative topic: the namespace's)."""
+    """Call ``handler(node_name)`` once for every announced exit (its repeats dropped;
+    relative topic: the namespace's)."""
+    once = ExitDeduplicator(handler)
     node.create_subscription(
-        String, NODE_EXITED_TOPIC, lambda msg: handler(str(msg.data)), NODE_EXITED_QOS, **kwargs
+        String, NODE_EXITED_TOPIC, lambda msg: once(str(msg.data)), NODE_EXITED_QOS, **kwargs
     )
 
 
@@ -68,6 +104,17 @@ class NodeExitAnnouncer:
         ]
 
     def announce(self, node_name: str) -> None:
+        """Publish now, and again at ``ANNOUNCE_REPEATS_S`` from a timer thread."""
+        self._publish(node_name)
+        for delay in ANNOUNCE_REPEATS_S[1:]:
+            timer = threading.Timer(delay, self._publish, args=(node_name,))
+            timer.daemon = True
+            timer.start()
+
+    def _publish(self, node_name: str) -> None:
         msg = String(data=node_name)
         for publisher in self._publishers:
-            publisher.publish(msg)
+            try:
+                publisher.publish(msg)
+            except Exception:  # a repeat after the supervisor's node was destroyed: nothing to do
+                return
