@@ -195,6 +195,10 @@ def kill_campaign(
     return results
 
 
+STALL_S = 0.2
+"""s: the arbiter's and the bridge's loops both without a tick this long after a kill."""
+
+
 def summarize_kills(results: list[dict]) -> list[tuple[str, str, str, bool]]:
     """Rows (case, figure, goal, met) of the kill campaign."""
     from ramp_bringup.core.faults import percentile
@@ -220,12 +224,26 @@ def summarize_kills(results: list[dict]) -> list[tuple[str, str, str, bool]]:
         def p50(key: str, trials: list[dict] = mv) -> str:
             return fmt(percentile([r.get(key) for r in trials], 50), "ms")
 
+        settle = [
+            r["motion_hold_s"] - r["command_hold_s"]
+            for r in mv
+            if r["motion_hold_s"] is not None and r["command_hold_s"] is not None
+        ]
+        stalls = [r.get("loop_stall_s") or 0.0 for r in rs]
+        stalled = sum(s >= STALL_S for s in stalls)
         hold_text = (
             f"hold p50 {fmt(percentile(holds, 50), 'ms')} max {fmt(percentile(holds, 100), 'ms')}"
             f" (p50 of each stage: exit announced {p50('announced_s')}, executor out "
             f"{p50('policy_command_hold_s')}, arbiter out {p50('joint_command_hold_s')}, "
-            f"sent to the arm {p50('command_hold_s')}; sent max "
+            f"sent to the arm {p50('command_hold_s')}, the arm settled "
+            f"{fmt(percentile(settle, 50), 'ms')} after its command; sent max "
             f"{fmt(percentile(cmd_holds, 100), 'ms')}; over the {moving}/{n} kills while moving)"
+            + (
+                f"; {stalled} with every control loop stopped "
+                f"{fmt(percentile(stalls, 100), 's', 1)} at the kill (the computer stalled)"
+                if stalled
+                else ""
+            )
         )
         if node in REQUIRED:
             stopped = sum(r["exit_code"] == 1 and r["error_names_node"] for r in rs)

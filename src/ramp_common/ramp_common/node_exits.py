@@ -9,7 +9,9 @@ inference host). The nodes in the control path act on it:
 - the chunk executor brakes to a hold when a node upstream of it exits (``hold_on_exit_of``:
   camera, world model, policy) and refuses chunks observed before the exit, so it resumes
   only on chunks of the restarted pipeline;
-- the intervention arbiter treats a source as lost when the node that published it exits;
+- the intervention arbiter treats a source as lost when the node that published it exits, and
+  holds while the policy drives when a node of its ``hold_on_exit_of`` exits (braking from its
+  own output at once rather than following the executor's braking one stream behind);
 - the robot bridge treats its command as stale when the node that published ``joint_command``
   exits.
 

@@ -332,3 +332,19 @@ def playout_params() -> tuple[Param, Param]:
             low=0.0,
         ),
     )
+
+
+POLICY_PIPELINE_NODES = ("camera_node", "worldmodel_node", "policy_node")
+"""The nodes the policy's commands depend on (``hold_on_exit_of``'s default)."""
+
+
+def hold_on_exit_param(effect: str) -> Param:
+    """``hold_on_exit_of``: nodes whose announced exit (``ramp_common.node_exits``) makes this
+    node hold at once; ``effect`` says what it does then."""
+    return Param(
+        "hold_on_exit_of",
+        list(POLICY_PIPELINE_NODES),
+        f"Nodes whose exit (announced by the supervisor on ramp/node_exited) {effect} "
+        "Empty: the watchdogs only.",
+        type="string[]",
+    )

@@ -15,4 +15,3 @@ def test_repeats_of_one_exit_pass_once_and_other_nodes_and_later_exits_pass():
     assert not once("policy_node", now=10.0 + DEDUP_S - 0.01)
     assert once("policy_node", now=10.0 + DEDUP_S + 0.01)  # the restarted node died again
     assert seen == ["policy_node", "camera_node", "policy_node"]
-

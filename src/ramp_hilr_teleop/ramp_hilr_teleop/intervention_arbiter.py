@@ -46,6 +46,7 @@ from ramp_common.params import (
     Param,
     ParamSet,
     control_rt_priority_param,
+    hold_on_exit_param,
     joint_limit_params,
     joint_limits,
     playout_params,
@@ -87,6 +88,11 @@ PARAMS: tuple[Param, ...] = (
         positive=True,
     ),
     *playout_params(),
+    hold_on_exit_param(
+        "makes the arbiter, while the policy drives, brake to a hold at once from its own "
+        "output (not one stream behind the executor's braking) and drive again after an "
+        "executor reset, on the restarted pipeline's chunks."
+    ),
     Param("joy_takeover_button", 0, "ramp/operator_joy button: take over."),
     Param("joy_handback_button", 1, "ramp/operator_joy button: hand back."),
     Param("joy_pause_button", 2, "ramp/operator_joy button: pause/resume (-1 = off)."),
@@ -115,6 +121,7 @@ class InterventionArbiterNode(Node):
             "pause": int(p["joy_pause_button"]),
         }
         self._names = names
+        self._upstream = {name for name in p["hold_on_exit_of"] if name}
         self._arbiter = InterventionArbiter(
             limits,
             1.0 / rate,
@@ -200,11 +207,17 @@ class InterventionArbiterNode(Node):
 
     def _on_node_exited(self, name: str) -> None:
         """The supervisor announced that node ``name`` exited: a source it published is lost
-        now, not after ``source_timeout_s`` (``ramp_common.node_exits``)."""
+        now, not after ``source_timeout_s``; a node of ``hold_on_exit_of`` makes the arbiter
+        hold while the policy drives (``ramp_common.node_exits``)."""
         for source, topic in SOURCE_TOPICS.items():
             if name in publisher_names(self, [topic]):
                 self._arbiter.source_lost(source)
                 self.get_logger().warning(f"{name} (sender of {topic}) exited: source lost")
+        if name in self._upstream and self._arbiter.upstream_lost(time.time(), f"{name} exited"):
+            self.get_logger().warning(
+                f"{name} exited: holding until the executor is reset and chunks of the "
+                "restarted pipeline arrive"
+            )
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:

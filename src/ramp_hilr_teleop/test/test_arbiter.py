@@ -221,6 +221,36 @@ def test_a_lost_source_holds_on_the_next_tick_not_after_the_timeout() -> None:
     np.testing.assert_allclose(rig.outputs[-1], target, atol=1e-9)
 
 
+def test_an_upstream_exit_holds_at_once_and_drives_again_after_a_reset_at_rest() -> None:
+    """The policy's pipeline died (announced): the arbiter brakes from its own output at once,
+    ignores the executor's stream (still braking one stream behind), asks for the executor
+    reset only once it is at rest, and drives again on commands after the reset."""
+    rig = Rig(blend_s=0.0)
+    velocity = np.array([0.9, -1.2, 0.0])
+    rig.run(1.0, policy=lambda t: HOME + velocity * (t - 0.5) * (t > 0.5))
+    before = rig.prev_velocity.copy()
+    assert rig.arbiter.upstream_lost(rig.now, "policy_node exited")
+    status = rig.arbiter.status()
+    assert status.reason == "holding: policy_node exited" and status.awaiting_executor_reset
+    assert rig.arbiter.executor_reset_token() is None  # still moving: no reset yet
+    rig.tick(policy=HOME + velocity * (rig.now + DT - 0.5))  # the stream goes on: not followed
+    moving = np.abs(before) > 0.1
+    assert np.all(np.abs(rig.prev_velocity[moving]) < np.abs(before[moving]) - 1e-3)
+    rig.run(0.5, policy=lambda t: HOME + velocity * (t - 0.5))
+    np.testing.assert_allclose(rig.prev_velocity, 0.0, atol=1e-12)
+    held = rig.outputs[-1].copy()
+    token = rig.arbiter.executor_reset_token()
+    assert token is not None and rig.arbiter.executor_reset_done(token, rig.now)
+    rig.run(0.3, policy=lambda t: held)  # the reset executor holds the measured pose
+    np.testing.assert_allclose(rig.outputs[-1], held, atol=1e-9)
+    target = held + np.array([0.2, 0.2, 0.0])
+    rig.run(1.0, policy=lambda t: target)  # the restarted pipeline's chunks drive
+    np.testing.assert_allclose(rig.outputs[-1], target, atol=1e-9)
+    assert rig.arbiter.stats()["upstream_holds"] == 1
+    rig.arbiter.takeover(rig.now)
+    assert not rig.arbiter.upstream_lost(rig.now, "policy_node exited")  # the operator drives
+
+
 def test_operator_mask_holds_the_joints_the_operator_does_not_drive() -> None:
     rig = Rig()
     rig.run(0.5, policy=policy_ramp)

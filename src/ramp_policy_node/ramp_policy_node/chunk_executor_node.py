@@ -40,6 +40,7 @@ from ramp_common.params import (
     Param,
     ParamSet,
     control_rt_priority_param,
+    hold_on_exit_param,
     joint_limit_params,
     joint_limits,
 )
@@ -84,13 +85,9 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param("gripper_mode", "switch", "Gripper at a splice: switch or blend.", choices=GRIPPER_MODES),
     Param("command_topic", "joint_command", "Where per-tick commands are published."),
-    Param(
-        "hold_on_exit_of",
-        ["camera_node", "worldmodel_node", "policy_node"],
-        "Nodes whose exit (announced by the supervisor on ramp/node_exited) makes the executor "
-        "brake to a hold at once instead of playing its chunk until the watchdog; chunks "
-        "observed before the exit are refused. Empty: the watchdog only.",
-        type="string[]",
+    hold_on_exit_param(
+        "makes the executor brake to a hold at once instead of playing its chunk until the "
+        "watchdog; chunks observed before the exit are refused."
     ),
 )
 

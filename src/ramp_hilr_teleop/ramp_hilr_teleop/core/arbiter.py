@@ -7,9 +7,15 @@ times are float seconds on one clock (wall time in the ROS node): command receiv
 States (:class:`ArbiterState`):
 
 - ``AUTONOMOUS``: the policy command stream (chunk executor) drives the robot. After a handback
-  or a resume the arbiter first holds and asks for an executor reset
-  (:meth:`InterventionArbiter.executor_reset_token`); only policy commands received after
-  :meth:`InterventionArbiter.executor_reset_done` are followed, so stale chunks never drive.
+  or a resume the arbiter first holds and, once its output has been at rest for
+  ``RESET_SETTLE_S``, asks for an executor reset
+  (:meth:`InterventionArbiter.executor_reset_token`; the executor restarts from the measured
+  pose, which is then where the robot holds: no motion back); only policy commands received
+  after :meth:`InterventionArbiter.executor_reset_done` are followed, so stale chunks never
+  drive. The same happens when a node the policy depends on exits
+  (:meth:`InterventionArbiter.upstream_lost`): the arbiter brakes at once from its own output
+  rather than following the executor's braking one stream behind, and drives again on the
+  restarted pipeline's chunks.
 - ``CORRECTING``: the operator command stream (teleop) drives the robot. Joints the operator
   stream omits (a leader that maps only some joints) hold the pose they had at the takeover.
 - ``PAUSED``: hold; no source drives.
@@ -56,6 +62,11 @@ import numpy as np
 
 from ramp_common.limits import JointLimits, limit_step, stop_position, ticks_due
 from ramp_common.stream import TargetStream
+
+RESET_SETTLE_S = 0.3
+"""The executor reset is asked for once the output has been at rest this long (s): the robot's
+own servo settles after its command stops (~0.1 s for the simulated arm), and the executor
+restarts from the measured pose, which must then be where the robot holds."""
 
 MAX_SEGMENTS = 10_000
 """Segments kept in memory (oldest dropped first)."""
@@ -218,6 +229,7 @@ class InterventionArbiter:
             for source in Source
         }
         self._last_tick: float | None = None
+        self._rest_since: float | None = None  # tick time since which the output is at rest
         self._measured: np.ndarray | None = None
         self._last: np.ndarray | None = None
         self._velocity = np.zeros(dof)
@@ -245,6 +257,7 @@ class InterventionArbiter:
             "clamped_ticks": 0,
             "rejected_commands": 0,
             "source_exits": 0,
+            "upstream_holds": 0,
         }
 
     # ------------------------------------------------------------------ properties
@@ -366,6 +379,19 @@ class InterventionArbiter:
             self._streams[source].received_s = -math.inf
             self._counts["source_exits"] += 1
 
+    def upstream_lost(self, now: float, reason: str) -> bool:
+        """A node the policy's commands depend on (camera, world model, policy) exited at
+        ``now``. In AUTONOMOUS: hold now (brake from the current output at the acceleration
+        limit) and follow the policy again only after an executor reset, as after a handback;
+        ``reason`` goes into the status. Elsewhere nothing changes (the operator, a pause or
+        the e-stop already decide). True when it held."""
+        with self._lock:
+            if self._state is not ArbiterState.AUTONOMOUS:
+                return False
+            self._counts["upstream_holds"] += 1
+            self._enter(ArbiterState.AUTONOMOUS, now, f"holding: {reason}")
+            return True
+
     def set_estop(self, active: bool, now: float) -> None:
         """Mirror the bridge's e-stop flag. Engage: no output until release. Release: resync to
         the measured pose and enter PAUSED (resume returns to the state before the e-stop).
@@ -433,11 +459,18 @@ class InterventionArbiter:
     # ------------------------------------------------------------------ executor reset
 
     def executor_reset_token(self) -> int | None:
-        """Non-None while policy commands wait for an executor reset: call the reset, then
+        """Non-None while policy commands wait for an executor reset and the output has been at
+        rest for ``RESET_SETTLE_S`` (the executor restarts from the measured pose: where the
+        robot holds, not where it passed while braking): call the reset, then
         :meth:`executor_reset_done` with this token.
         """
         with self._lock:
-            return self._reset_token if self._reset_pending else None
+            settled = self._last is None or (
+                self._rest_since is not None
+                and self._last_tick is not None
+                and self._last_tick - self._rest_since >= RESET_SETTLE_S
+            )
+            return self._reset_token if self._reset_pending and settled else None
 
     def executor_reset_done(self, token: int, now: float) -> bool:
         """The executor reset requested under ``token`` completed at ``now``: policy commands
@@ -497,6 +530,10 @@ class InterventionArbiter:
             self._counts["clamped_ticks"] += 1
         self._last = command
         self._velocity = velocity
+        if np.any(velocity):
+            self._rest_since = None
+        elif self._rest_since is None:
+            self._rest_since = now
 
     # ------------------------------------------------------------------ internals (lock held)
 
