@@ -7,6 +7,7 @@ discovery and the DDS profile in os.environ; child processes inherit them.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,18 @@ from rclpy.node import Node
 ROOT = Path(__file__).resolve().parents[1]
 SIM_CONFIG = ROOT / "src/ramp_bringup/config/sim.yaml"
 UDP_PROFILE = ROOT / "src/ramp_bringup/dds/fastdds_udp.xml"
+
+
+TEARDOWN_HANG = re.compile(
+    r"\[(?P<node>[\w-]+)\] Timeout \(0:00:\d\d\)!\n(?:\[(?P=node)\] .*\n)*?"
+    r"\[(?P=node)\]\s+File \".*/rclpy/node\.py\", line \d+ in destroy_node"
+)
+"""A node's stop stuck in rclpy's ``destroy_node`` (the rcl node's destruction, inside a C call
+that holds the GIL), ended by the node's C watchdog after its bound with every thread's stack
+(``ramp_common.node_tools``); ``node`` is the output prefix (``name`` under ``ramp up``,
+``name-N`` under ``ros2 launch``). Seen after a link flap between network namespaces in about
+one run in three, and once in ~30 stops of a whole ``ros2 launch`` stack; not caused by our
+code (docs/fleet.md)."""
 
 
 def killable_env() -> dict[str, str]:

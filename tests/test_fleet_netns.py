@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 from ramp_bringup.core.faults import step_figures
+from tests.rosutil import TEARDOWN_HANG
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -142,16 +143,6 @@ def test_a_robot_link_down_holds_that_robot_and_leaves_the_other_running(tmp_pat
         codes = stop_all(procs)
     logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("*.log")}
     assert_clean_or_known_teardown_hang(codes, logs)
-
-
-TEARDOWN_HANG = re.compile(
-    r"\[(?P<node>\w+)\] Timeout \(0:00:\d\d\)!\n(?:\[(?P=node)\] .*\n)*?"
-    r"\[(?P=node)\]\s+File \".*/rclpy/node\.py\", line \d+ in destroy_node"
-)
-"""A node's stop stuck in rclpy's ``destroy_node`` (the rcl node's destruction, inside a C call
-that holds the GIL), ended by the node's C watchdog after its bound with every thread's stack
-(``ramp_common.node_tools``). Seen after a link flap between the network namespaces, in about
-one run in three, on either side; not caused by our code (docs/fleet.md)."""
 
 
 def assert_clean_or_known_teardown_hang(codes: list[int], logs: dict[str, str]) -> None:
