@@ -155,6 +155,7 @@ class TargetStream:
             if offsets and not restart:
                 self.resyncs += 1
             offsets.clear()
+            self._excess.clear()  # measured against the old offset
         while offsets and offsets[-1][1] >= offset:
             offsets.pop()
         offsets.append((now, offset))
@@ -192,6 +193,11 @@ class TargetStream:
         )
         self.playout_delay_s += change
         return 1.0 - change / elapsed
+
+    def expire(self) -> None:
+        """The sender is known to be gone: the newest sample is stale now (``fresh`` is False
+        until the next sample)."""
+        self.received_s = -math.inf
 
     def fresh(self, now: float, timeout_s: float) -> bool:
         """True when a sample arrived within ``timeout_s`` before ``now``."""

@@ -353,6 +353,10 @@ def test_invalid_construction_and_measured_pose_are_refused() -> None:
         SafetyFilter(LIMITS, 0.0)
     with pytest.raises(ValueError, match="command_timeout_s"):
         SafetyFilter(LIMITS, DT, command_timeout_s=0.0)
+    with pytest.raises(ValueError, match="playout_delay_s"):
+        SafetyFilter(LIMITS, DT, playout_delay_s=-0.01)
+    with pytest.raises(ValueError, match="max_playout_delay_s"):
+        SafetyFilter(LIMITS, DT, max_playout_delay_s=float("nan"))
     with pytest.raises(ValueError, match="unusable"):
         make_filter().output(0.0, np.array([0.0, np.nan, 0.0]))
 

@@ -376,7 +376,7 @@ class InterventionArbiter:
         stale now, as if ``source_timeout_s`` had passed (the next step holds or hands over as
         for a timeout). Its next command is taken as usual."""
         with self._lock:
-            self._streams[source].received_s = -math.inf
+            self._streams[source].expire()
             self._counts["source_exits"] += 1
 
     def upstream_lost(self, now: float, reason: str) -> bool:

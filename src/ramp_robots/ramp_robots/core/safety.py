@@ -95,6 +95,9 @@ class SafetyFilter:
             delivery; delivery jitter up to it is absorbed (0: follow the newest command).
         max_extrapolation_s: how long (s) the replayed stream moves on past its newest command
             when the next one is late.
+        max_playout_delay_s: when above ``playout_delay_s``, the playout delay adapts up to it,
+            to the measured delivery jitter (:class:`ramp_common.stream.TargetStream`).
+        Raises ValueError for a non-positive period or timeout, or a negative delay.
         """
         if not period_s > 0:
             raise ValueError(f"period_s must be > 0, got {period_s}")
@@ -106,8 +109,6 @@ class SafetyFilter:
         self._playout_delay = float(playout_delay_s)
         self._max_extrapolation = float(max_extrapolation_s)
         self._max_playout_delay = max_playout_delay_s
-        # checks the arguments
-        TargetStream(limits.dof, playout_delay_s, max_extrapolation_s, None, max_playout_delay_s)
         self._all_joints = np.ones(limits.dof, dtype=bool)
         self._lock = threading.Lock()
         self._counts = {f.name: 0 for f in fields(SafetyCounters)}
@@ -184,8 +185,7 @@ class SafetyFilter:
         command as stale now, without waiting ``command_timeout_s``; the next tick decelerates
         and holds (counted in ``stale_holds``). A later command is followed as usual."""
         with self._lock:
-            if self._stream.position is not None:
-                self._stream.received_s = -np.inf
+            self._stream.expire()
 
     def engage_estop(self) -> None:
         """Latch the e-stop: decelerate and hold; reject commands until release."""
