@@ -265,6 +265,24 @@ def test_upstream_exit_holds_at_once_refuses_its_chunks_and_resumes_on_new_ones(
     assert executor.stats()["upstream_holds"] == 2
 
 
+def test_a_skipped_tick_is_computed_so_the_stream_stays_on_its_stamps() -> None:
+    """The control loop skipped ticks 0.2 and 0.3-0.31 (late by more than a period): the steps
+    after them return what every-tick stepping would have (the skipped ticks were computed),
+    so positions and due-time stamps stay consistent for the followers."""
+    skipping = make(watchdog_timeout_s=5.0)
+    skipping.update_measured(line(0.0)[0], 0.0)
+    assert skipping.submit(line_chunk(0.0, horizon=75), 0.0) is None
+    reference = make(watchdog_timeout_s=5.0)
+    reference.update_measured(line(0.0)[0], 0.0)
+    reference.submit(line_chunk(0.0, horizon=75), 0.0)
+    skipped = {round(0.2 / DT), round(0.3 / DT), round(0.305 / DT)}
+    for now in ticks(0.0, 0.5):
+        expected = reference.step(now)
+        if round(now / DT) in skipped:
+            continue
+        np.testing.assert_allclose(skipping.step(now), expected, atol=1e-12)
+
+
 def test_a_long_gap_ends_in_a_hold() -> None:
     executor = make("crossfade")
     moving(executor, 0.2)
