@@ -251,6 +251,22 @@ def test_an_upstream_exit_holds_at_once_and_drives_again_after_a_reset_at_rest()
     assert not rig.arbiter.upstream_lost(rig.now, "policy_node exited")  # the operator drives
 
 
+def test_a_skipped_tick_is_computed_and_the_output_stays_on_time() -> None:
+    """The arbiter's loop skipped two ticks while following a moving policy stream: the tick
+    after them sends what it would have sent anyway, not a period behind its stream."""
+    every, skipping = Rig(blend_s=0.0), Rig(blend_s=0.0)
+    velocity = np.array([0.9, -1.2, 0.0])
+    for k in range(1, 80):
+        now = k * DT
+        command = HOME + velocity * max(now - 0.2, 0.0)
+        for rig in (every, skipping):
+            rig.arbiter.policy_command(command, now, sent_at=now)
+        expected = every.arbiter.step(now)
+        if k in (40, 41):
+            continue  # the skipping loop ran late past these ticks
+        np.testing.assert_allclose(skipping.arbiter.step(now), expected, atol=1e-12)
+
+
 def test_operator_mask_holds_the_joints_the_operator_does_not_drive() -> None:
     rig = Rig()
     rig.run(0.5, policy=policy_ramp)
