@@ -113,6 +113,16 @@ def trial(
     push(STOP_AT_S, "stop", None)
     outputs: dict[str, list[tuple[float, np.ndarray]]] = {s: [] for s in STAGES}
     delivered = {"arbiter": 0.0, "filter": 0.0}  # a stream's messages arrive in order (DDS)
+
+    def send(stage: str, to: str, t: float, due: float, command: np.ndarray | None) -> None:
+        """``stage``'s output of its tick due at ``due`` (run at ``t``), stamped with ``due``,
+        delivered to ``to`` after a delay, in order."""
+        if command is None:
+            return
+        outputs[stage].append((due, command))
+        delivered[to] = max(t + delay(), delivered[to])
+        push(delivered[to], f"to_{to}", (command, due))
+
     while events:
         t, _, kind, payload = heapq.heappop(events)
         if kind == "chunk":
@@ -120,18 +130,11 @@ def trial(
         elif kind == "stop":
             executor.upstream_lost(t)
         elif kind == "executor":
-            command = executor.step(payload)
-            outputs["executor"].append((payload, command))
-            delivered["arbiter"] = max(t + delay(), delivered["arbiter"])
-            push(delivered["arbiter"], "to_arbiter", (command, payload))
+            send("executor", "arbiter", t, payload, executor.step(payload))
         elif kind == "to_arbiter":
             arbiter.policy_command(payload[0], t, sent_at=payload[1])
         elif kind == "arbiter":
-            command = arbiter.step(payload)
-            if command is not None:
-                outputs["arbiter"].append((payload, command))
-                delivered["filter"] = max(t + delay(), delivered["filter"])
-                push(delivered["filter"], "to_filter", (command, payload))
+            send("arbiter", "filter", t, payload, arbiter.step(payload))
         elif kind == "to_filter":
             safety.command(payload[0], t, sent_at=payload[1])
         elif kind == "filter":

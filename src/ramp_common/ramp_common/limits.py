@@ -117,6 +117,15 @@ def ticks_due(
     return min(max(round((now - last_tick) / period_s), 1), max_ticks)
 
 
+def due_tick_times(
+    now: float, last_tick: float | None, period_s: float, max_ticks: int = MAX_CATCH_UP_TICKS
+) -> list[float]:
+    """The times of the ticks a step at ``now`` computes, oldest first, ending at ``now``
+    (:func:`ticks_due` of them, one period apart): a core runs its one-tick update at each."""
+    ticks = ticks_due(now, last_tick, period_s, max_ticks)
+    return [now - k * period_s for k in range(ticks - 1, -1, -1)]
+
+
 def _speed_to_stop_within(distance: np.ndarray, dt: float, max_acceleration: np.ndarray):
     """Largest speed for this tick after which a stop within ``distance`` is still possible.
 

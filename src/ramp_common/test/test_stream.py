@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ramp_common.limits import MAX_CATCH_UP_TICKS, ticks_due
+from ramp_common.limits import MAX_CATCH_UP_TICKS, due_tick_times, ticks_due
 from ramp_common.stream import OFFSET_RESYNC_S, TargetStream
 
 PERIOD = 0.005
@@ -132,3 +132,5 @@ def test_ticks_due_counts_whole_periods():
     assert ticks_due(1.0 + 2 * PERIOD, 1.0, PERIOD) == 2  # one tick was skipped
     assert ticks_due(2.0, 1.0, PERIOD) == MAX_CATCH_UP_TICKS
     assert ticks_due(2.0, 1.0, PERIOD, max_ticks=4) == 4
+    # the times of the ticks a step computes: the skipped one, then this one
+    assert due_tick_times(1.01, 1.0, PERIOD) == pytest.approx([1.005, 1.01])

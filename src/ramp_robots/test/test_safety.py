@@ -28,6 +28,15 @@ def make_filter() -> SafetyFilter:
     return SafetyFilter(LIMITS, DT, command_timeout_s=TIMEOUT)
 
 
+def drive(safety: SafetyFilter, target: np.ndarray, ticks: int) -> list[np.ndarray]:
+    """Command ``target`` and take one output per tick for ``ticks`` ticks from t = 0."""
+    outputs = []
+    for k in range(ticks):
+        safety.command(target, k * DT)
+        outputs.append(safety.output(k * DT, REST))
+    return outputs
+
+
 def assert_feasible(outputs: np.ndarray, start: np.ndarray) -> None:
     """Within the range, and finite differences (starting at rest at ``start``) within limits."""
     assert np.all(outputs >= LIMITS.lower - 1e-12)
@@ -74,10 +83,7 @@ def test_first_command_starts_from_the_measured_pose_without_a_jump() -> None:
 
 def test_targets_outside_the_range_are_clipped() -> None:
     safety = make_filter()
-    outputs = []
-    for k in range(600):
-        safety.command(np.array([5.0, -9.0, 1.0]), k * DT)
-        outputs.append(safety.output(k * DT, REST))
+    outputs = drive(safety, np.array([5.0, -9.0, 1.0]), 600)
     outputs = np.array(outputs)
     assert_feasible(outputs, REST)
     np.testing.assert_allclose(outputs[-1], [1.0, -2.0, 0.07], atol=1e-9)
@@ -113,10 +119,7 @@ def test_bad_commands_are_rejected_and_the_filter_keeps_holding(bad, reason) -> 
 def test_stale_command_decelerates_and_holds_without_a_jump() -> None:
     safety = make_filter()
     far = np.array([0.9, 0.4, 0.0])
-    outputs = []
-    for k in range(40):  # commands for 0.2 s, then silence
-        safety.command(far, k * DT)
-        outputs.append(safety.output(k * DT, REST))
+    outputs = drive(safety, far, 40)  # commands for 0.2 s, then silence
     moving_velocity = (outputs[-1] - outputs[-2]) / DT
     assert np.any(np.abs(moving_velocity) > 0.3), "should be moving when the stream stops"
     for k in range(40, 400):
@@ -136,10 +139,7 @@ def test_expired_command_holds_at_once_and_a_new_sender_resumes() -> None:
     a command from the restarted sender is followed again; never a jump."""
     safety = make_filter()
     far = np.array([0.9, 0.4, 0.0])
-    outputs = []
-    for k in range(20):
-        safety.command(far, k * DT)
-        outputs.append(safety.output(k * DT, REST))
+    outputs = drive(safety, far, 20)
     moving_velocity = (outputs[-1] - outputs[-2]) / DT
     safety.expire_command()
     outputs.append(safety.output(20 * DT, REST))  # well inside the 0.2 s timeout
@@ -184,10 +184,7 @@ def test_a_new_command_after_a_watchdog_hold_ramps_from_the_held_pose() -> None:
 def test_estop_holds_rejects_commands_and_release_ramps_from_the_measured_pose() -> None:
     safety = make_filter()
     target = np.array([0.9, 0.4, 0.07])
-    outputs = []
-    for k in range(50):
-        safety.command(target, k * DT)
-        outputs.append(safety.output(k * DT, REST))
+    outputs = drive(safety, target, 50)
     moving_velocity = (outputs[-1] - outputs[-2]) / DT
     safety.engage_estop()
     safety.engage_estop()  # latched: no second count

@@ -60,7 +60,7 @@ from enum import Enum
 
 import numpy as np
 
-from ramp_common.limits import JointLimits, limit_step, stop_position, ticks_due
+from ramp_common.limits import JointLimits, due_tick_times, limit_step, stop_position
 from ramp_common.stream import TargetStream
 
 RESET_SETTLE_S = 0.3
@@ -501,9 +501,8 @@ class InterventionArbiter:
                 self._velocity = np.zeros(self._limits.dof)
                 self._following = None
                 self._hold = None
-            ticks = ticks_due(now, self._last_tick, self._dt)
-            for k in range(ticks - 1, -1, -1):
-                self._tick(now - k * self._dt)
+            for tick in due_tick_times(now, self._last_tick, self._dt):
+                self._tick(tick)
             self._last_tick = now
             return self._last.copy()
 

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ramp_common.limits import JointLimits, limit_step, stop_position, ticks_due
+from ramp_common.limits import JointLimits, due_tick_times, limit_step, stop_position
 from ramp_policy_node.core.chunk import MAX_FUTURE_STAMP_S, ActionChunk, TimedTrajectory
 from ramp_policy_node.core.splice import (
     SPLICE_STRATEGIES,
@@ -320,9 +320,8 @@ class ChunkExecutor:
         with self._lock:
             if self._command is None:
                 return None
-            ticks = ticks_due(now, self._last_tick_time, self._dt)
-            for k in range(ticks - 1, -1, -1):
-                self._tick(now - k * self._dt)
+            for tick in due_tick_times(now, self._last_tick_time, self._dt):
+                self._tick(tick)
             self._last_tick_time = now
             assert self._command is not None
             return self._command.copy()

@@ -33,7 +33,7 @@ from enum import Enum
 
 import numpy as np
 
-from ramp_common.limits import JointLimits, limit_step, stop_position, ticks_due
+from ramp_common.limits import JointLimits, due_tick_times, limit_step, stop_position
 from ramp_common.stream import TargetStream
 
 HARDWARE_CATCH_UP_TICKS = 4
@@ -247,9 +247,8 @@ class SafetyFilter:
                 self._last = start
                 self._velocity = np.zeros(self._limits.dof)
 
-            ticks = ticks_due(now, self._last_tick, self._period, HARDWARE_CATCH_UP_TICKS)
-            for k in range(ticks - 1, -1, -1):
-                self._tick(now - k * self._period)
+            for tick in due_tick_times(now, self._last_tick, self._period, HARDWARE_CATCH_UP_TICKS):
+                self._tick(tick)
             self._last_tick = now
             return self._last.copy()
 
