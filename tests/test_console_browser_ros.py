@@ -190,10 +190,18 @@ def test_page_shows_live_camera_frames_and_node_health(console):
             90,
             f"frames of camera {camera}",
         )
-        width = c.driver.execute_script(
-            "return document.querySelector(arguments[0]).naturalWidth", f"#cam-{camera} img"
+        # data-frames counts a frame when its JPEG is handed to the <img>; naturalWidth reads 0
+        # while that one decodes (a new frame every 0.1 s), so wait for a decoded one
+        c.wait(
+            lambda d, cam=camera: (
+                d.execute_script(
+                    "return document.querySelector(arguments[0]).naturalWidth", f"#cam-{cam} img"
+                )
+                == 320
+            ),
+            10,
+            f"a JPEG of camera {camera} decoded in the browser at the camera's size (320)",
         )
-        assert width == 320, "the JPEG decodes in the browser at the camera's size"
     before = int(c.driver.find_element(By.ID, "cam-front").get_attribute("data-frames"))
     time.sleep(2.0)
     after = int(c.driver.find_element(By.ID, "cam-front").get_attribute("data-frames"))
