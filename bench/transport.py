@@ -1,13 +1,22 @@
-"""One DDS hop, measured directly: publish -> subscriber callback, per message type of the stack.
+"""One DDS hop, measured directly: build + publish -> subscriber callback, per message type.
 
 A publisher process sends what the capture -> command path carries, at the stack's rates and
-with the stack's QoS profiles and conversions: two rgb8 camera frames (``--sizes``, 30 Hz each,
-``ramp_common.conversions.numpy_to_image``), a world-model state (32FC1 8 x 64, 30 Hz), an
-action chunk (JointTrajectory 7 joints x 16 steps, 30 Hz) and a joint command (JointState, 200 Hz).
-Each message's ``header.stamp`` is the wall time just before ``publish()``; a subscriber process
-(its own executor thread, as the nodes have) takes ``time.time()`` on entry to the callback and
-converts images back with ``image_to_numpy`` (timed separately). Both ends run on this computer,
-so the two stamps come from one clock. Prints p50/p99/max per topic and frame size.
+with the stack's QoS profiles: two rgb8 camera frames (``--sizes``, 30 Hz each), a world-model
+state (32FC1 8 x 64, 30 Hz), an action chunk (JointTrajectory 7 joints x 16 steps, 30 Hz) and
+a joint command (JointState, 200 Hz). Each message's ``header.stamp`` is the wall time just
+before the message is built from numpy; a subscriber process (its own executor thread, as the
+nodes have) takes ``time.time()`` on entry to the callback and converts images back to numpy
+(timed separately). Both ends run on this computer, so the two stamps come from one clock.
+Prints p50/p99/max per topic, frame size and image path.
+
+Two image paths, measured one after the other in one run (``--paths``):
+
+- ``stack``: what the nodes do since round 5: images published serialized
+  (``ramp_common.image_wire.encode_image`` + ``publish(bytes)``), subscribed with ``raw=True``
+  and decoded with ``decode_image``, both processes with the glibc malloc settings that
+  ``ramp up`` gives every node (``ramp_bringup.core.plan.MALLOC_ENV``);
+- ``messages``: the path before it: rclpy ``Image`` objects (``numpy_to_image`` /
+  ``image_to_numpy``), glibc defaults.
 
 The DDS profile is the one ``ramp up`` ships (``src/ramp_bringup/dds/fastdds_shm.xml``: shared
 memory with a 16 MiB segment, UDP for other hosts); ``--dds-profile none`` measures the Fast DDS
@@ -17,7 +26,7 @@ defaults instead (best-effort 640x480 frames are mostly lost there).
 domain) at the same time: the hop measured while the two cores are as busy as in the stack.
 
     python bench/transport.py [--duration 10] [--sizes 320x240 640x480] [--load]
-                              [--dds-profile FILE|none]
+                              [--dds-profile FILE|none] [--paths stack messages]
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ RATES_HZ = {"camera/front": 30.0, "camera/wrist": 30.0, "wm_state": 30.0, "chunk
 COMMAND_HZ = 200.0
 WM_SHAPE = (8, 64)
 CHUNK = (16, 7)
+PATHS = ("stack", "messages")
+IDLE_END_S = 1.5  # the subscriber ends this long after the last message
 SHIPPED_PROFILE = Path(__file__).resolve().parents[1] / "src/ramp_bringup/dds/fastdds_shm.xml"
 PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 
@@ -56,45 +67,66 @@ def _topics():
     }
 
 
-def subscriber(duration_s: float) -> None:
+def _is_image(key: str) -> bool:
+    return key.startswith("camera/") or key == "wm_state"
+
+
+def subscriber(duration_s: float, path: str) -> None:
     """Child process: record (callback entry - stamp) and image conversion times; print JSON."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     from ramp_common.conversions import image_to_numpy, stamp_to_sec
+    from ramp_common.image_wire import decode_image
 
     rclpy.init()
     node = rclpy.create_node("bench_transport_sub")
     hops: dict[str, list[float]] = {}
     convert: list[float] = []
+    raw_images = path == "stack"
+
+    last = [time.monotonic()]
 
     def on_msg(key: str, msg) -> None:
         now = time.time()
-        hops.setdefault(key, []).append(now - stamp_to_sec(msg.header.stamp))
+        last[0] = time.monotonic()
+        t0 = time.perf_counter()
+        if raw_images and _is_image(key):
+            stamp = decode_image(msg).stamp_s
+        else:
+            stamp = stamp_to_sec(msg.header.stamp)
+            if _is_image(key):
+                image_to_numpy(msg)
         if key.startswith("camera/"):
-            t0 = time.perf_counter()
-            image_to_numpy(msg)
             convert.append(time.perf_counter() - t0)
+        hops.setdefault(key, []).append(now - stamp)
 
     for key, (msg_type, topic, qos) in _topics().items():
-        node.create_subscription(msg_type, topic, lambda m, k=key: on_msg(k, m), qos)
+        raw = raw_images and _is_image(key)
+        node.create_subscription(msg_type, topic, lambda m, k=key: on_msg(k, m), qos, raw=raw)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     print("ready", flush=True)
     end = time.monotonic() + duration_s
     while time.monotonic() < end:
         executor.spin_once(timeout_sec=0.1)
+        if convert and time.monotonic() - last[0] > IDLE_END_S:
+            break  # the publisher is done
     print(json.dumps({"hops": hops, "image_to_numpy": convert}), flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
 
 
-def publish_for(width: int, height: int, duration_s: float) -> None:
-    """Publish every topic at its rate for ``duration_s`` (one thread per rate, like the nodes)."""
+def publisher(width: int, height: int, duration_s: float, path: str) -> None:
+    """Child process: publish every topic at its rate for ``duration_s`` (one thread per rate,
+    like the nodes)."""
     import rclpy
     from sensor_msgs.msg import JointState
 
     from ramp_common.conversions import numpy_to_image, numpy_to_trajectory, sec_to_stamp
+    from ramp_common.image_wire import encode_image
+
+    rclpy.init()
 
     node = rclpy.create_node("bench_transport_pub")
     pubs = {k: node.create_publisher(t, name, qos) for k, (t, name, qos) in _topics().items()}
@@ -107,11 +139,12 @@ def publish_for(width: int, height: int, duration_s: float) -> None:
     stop = time.monotonic() + duration_s
 
     def build(key: str):
-        stamp = sec_to_stamp(time.time())
-        if key.startswith("camera/"):
-            return numpy_to_image(frame, "rgb8", stamp, key)
-        if key == "wm_state":
-            return numpy_to_image(latent, "32FC1", stamp, "bench")
+        now = time.time()
+        if _is_image(key) and path == "stack":
+            return encode_image(frame if key != "wm_state" else latent, encoding(key), now, key)
+        stamp = sec_to_stamp(now)
+        if _is_image(key):
+            return numpy_to_image(frame if key != "wm_state" else latent, encoding(key), stamp)
         if key == "chunk":
             return numpy_to_trajectory(names, t_from_start, chunk, stamp, "bench")
         msg = JointState(name=names, position=list(chunk[0]))
@@ -135,6 +168,11 @@ def publish_for(width: int, height: int, duration_s: float) -> None:
     for t in threads:
         t.join()
     node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def encoding(key: str) -> str:
+    return "32FC1" if key == "wm_state" else "rgb8"
 
 
 def percentiles_ms(values: list[float]) -> dict[str, float]:
@@ -149,23 +187,36 @@ def percentiles_ms(values: list[float]) -> dict[str, float]:
     }
 
 
-def measure(width: int, height: int, duration_s: float) -> dict:
-    import rclpy
+def path_env(path: str) -> dict[str, str]:
+    """The environment of both processes for an image path (see the module docstring)."""
+    from ramp_bringup.core.plan import MALLOC_ENV
 
+    env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
+    if path == "stack":
+        env.update(MALLOC_ENV)
+    return env
+
+
+def measure(width: int, height: int, duration_s: float, path: str) -> dict:
+    env = path_env(path)
+    base = [sys.executable, __file__, "--path", path]
     child = subprocess.Popen(
-        [sys.executable, __file__, "--role", "sub", "--duration", str(duration_s + 3.0)],
+        [*base, "--role", "sub", "--duration", str(duration_s + 20.0)],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert child.stdout is not None
     if child.stdout.readline().strip() != "ready":
         raise SystemExit("subscriber process did not start")
-    rclpy.init()
-    try:
-        time.sleep(1.0)  # discovery
-        publish_for(width, height, duration_s)
-    finally:
-        rclpy.try_shutdown()
+    size = f"{width}x{height}"
+    pub = subprocess.run(
+        [*base, "--role", "pub", "--duration", str(duration_s), "--sizes", size],
+        env=env,
+        timeout=duration_s + 30.0,
+    )
+    if pub.returncode != 0:
+        raise SystemExit(f"publisher process failed ({pub.returncode})")
     out, _ = child.communicate(timeout=duration_s + 30.0)
     data = json.loads(out.strip().splitlines()[-1])
     result = {k: percentiles_ms(v[5:]) for k, v in data["hops"].items()}  # skip the first few
@@ -179,11 +230,20 @@ def main() -> int:
     parser.add_argument("--sizes", nargs="+", default=["320x240", "640x480"])
     parser.add_argument("--load", action="store_true", help="run the sim stack meanwhile")
     parser.add_argument("--dds-profile", default=str(SHIPPED_PROFILE), help="file or 'none'")
-    parser.add_argument("--role", choices=("main", "sub"), default="main", help=argparse.SUPPRESS)
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument(
+        "--role", choices=("main", "sub", "pub"), default="main", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--path", choices=PATHS, default="stack", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
     if args.role == "sub":
-        subscriber(args.duration)
+        subscriber(args.duration, args.path)
+        return 0
+    if args.role == "pub":
+        width, height = (int(v) for v in args.sizes[0].split("x"))
+        time.sleep(1.0)  # discovery
+        publisher(width, height, args.duration, args.path)
         return 0
     os.environ.setdefault("ROS_DOMAIN_ID", "93")
     for var in PROFILE_VARS:  # read by both processes (the subscriber inherits it)
@@ -205,7 +265,8 @@ def main() -> int:
     try:
         for size in args.sizes:
             width, height = (int(v) for v in size.split("x"))
-            results[size] = measure(width, height, args.duration)
+            for path in args.paths:
+                results[f"{size} {path}"] = measure(width, height, args.duration, path)
     finally:
         if stack is not None:
             stack.send_signal(2)
@@ -216,14 +277,22 @@ def main() -> int:
         f"one DDS hop, publish -> callback entry (ms), {args.duration:.0f} s per size, {load}, "
         f"DDS profile {profile}"
     )
-    print(f"{'frame size':10s} {'topic':14s} {'n':>6s} {'p50':>7s} {'p99':>7s} {'max':>7s}")
-    for size, by_topic in results.items():
+    print(f"{'frame size, path':20s} {'topic':14s} {'n':>6s} {'p50':>7s} {'p99':>7s} {'max':>7s}")
+    for case, by_topic in results.items():
         for topic, stats in by_topic.items():
             if stats.get("n"):
                 print(
-                    f"{size:10s} {topic:14s} {stats['n']:6d} {stats['p50']:7.2f} "
+                    f"{case:20s} {topic:14s} {stats['n']:6d} {stats['p50']:7.2f} "
                     f"{stats['p99']:7.2f} {stats['max']:7.2f}"
                 )
+    if len(args.paths) == 2:
+        print("camera hop p99, stack / messages (same run):")
+        for size in args.sizes:
+            a, b = results[f"{size} stack"], results[f"{size} messages"]
+            for topic in ("camera/front", "camera/wrist"):
+                if a[topic].get("n") and b[topic].get("n"):
+                    ratio = a[topic]["p99"] / b[topic]["p99"]
+                    print(f"  {size:8s} {topic:14s} {ratio:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from ramp_bringup.core.plan import (
+    MALLOC_ENV,
     Fleet,
     Override,
     PlanError,
@@ -128,6 +129,17 @@ def test_development_defaults_and_the_environment_wins(tmp_path):
     assert explicit.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     humble = discovery_environment(None, True, {"ROS_DISTRO": "humble"})
     assert humble["ROS_LOCALHOST_ONLY"] == "1"
+
+
+def test_nodes_get_malloc_settings_for_frame_sized_buffers_unless_the_environment_has_its_own(
+    tmp_path,
+):
+    plan = plan_for(tmp_path)
+    assert {k: plan.env[k] for k in MALLOC_ENV} == MALLOC_ENV
+    assert int(MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]) > 640 * 480 * 3  # a frame stays in the heap
+    own = plan_for(tmp_path / "own", env={"MALLOC_TRIM_THRESHOLD_": "0"})
+    assert own.env["MALLOC_TRIM_THRESHOLD_"] == "0"
+    assert own.process_env({}, 1)["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
 
 
 def test_no_dds_profile_unsets_the_variables_instead_of_emptying_them(tmp_path):

@@ -15,11 +15,9 @@ from builtin_interfaces.msg import Duration, Time
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-_ENCODING_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
-
-
-class MessageError(ValueError):
-    """A message that cannot be used as it is; the text names the reason."""
+# MessageError is defined beside the ROS-free image wire format; the nodes import it from here.
+from ramp_common.image_wire import MessageError as MessageError
+from ramp_common.image_wire import pixels_view
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -63,30 +61,14 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     Raises MessageError for an unknown encoding or a payload whose size does not match
     ``height * step``. The result is a read-only view on the message buffer where possible.
     """
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if msg.encoding == "32FC1":
-        channels, itemsize = 1, 4
-    elif msg.encoding in _ENCODING_CHANNELS:
-        channels, itemsize = _ENCODING_CHANNELS[msg.encoding], 1
-    else:
-        raise MessageError(f"unsupported image encoding {msg.encoding!r}")
-    if h <= 0 or w <= 0:
-        raise MessageError(f"empty image {w}x{h}")
-    if step < w * channels * itemsize:
-        raise MessageError(f"step {step} < width*channels*itemsize {w * channels * itemsize}")
-    buf = np.frombuffer(msg.data, dtype=np.uint8)
-    if buf.size != h * step:
-        raise MessageError(f"payload {buf.size} bytes != height*step {h * step}")
-    rows = buf.reshape(h, step)[:, : w * channels * itemsize]
-    if msg.encoding == "32FC1":
-        if msg.is_bigendian:
-            raise MessageError("big-endian 32FC1 is not supported")
-        arr = np.ascontiguousarray(rows).view(np.float32).reshape(h, w)
-        return arr
-    arr = rows.reshape(h, w, channels)
-    if channels == 1:
-        return arr[:, :, 0]
-    return arr
+    return pixels_view(
+        np.frombuffer(msg.data, dtype=np.uint8),
+        int(msg.height),
+        int(msg.width),
+        int(msg.step),
+        msg.encoding,
+        bool(msg.is_bigendian),
+    )
 
 
 def numpy_to_image(array: np.ndarray, encoding: str, stamp: Time, frame_id: str = "") -> Image:

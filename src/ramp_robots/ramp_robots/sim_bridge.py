@@ -31,8 +31,9 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from ramp_common.conversions import make_joint_state, numpy_to_image, sec_to_stamp
+from ramp_common.conversions import make_joint_state, sec_to_stamp
 from ramp_common.diagnostics import LatencyStats, NodeHealth, RateMeter
+from ramp_common.image_wire import encode_image
 from ramp_common.node_tools import expand_path, run_node
 from ramp_common.params import Param
 from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
@@ -230,9 +231,8 @@ class SimBridgeNode(RobotBridgeNode):
         self._render_time.add(time.perf_counter() - start)
         if self._stamp_at_delivery:
             stamp = time.time()
-        ros_stamp = sec_to_stamp(stamp)
-        for cam, image in frames.items():
-            self._image_pubs[cam].publish(numpy_to_image(image, "rgb8", ros_stamp, frame_id=cam))
+        for cam, image in frames.items():  # serialized: see ramp_common.image_wire
+            self._image_pubs[cam].publish(encode_image(image, "rgb8", stamp, frame_id=cam))
         self._render_rate.tick()
 
     def _publish_success(self, success: bool) -> None:

@@ -35,13 +35,7 @@ from rclpy.node import Node
 from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
 
-from ramp_common.conversions import (
-    MessageError,
-    image_to_numpy,
-    numpy_to_image,
-    sec_to_stamp,
-    stamp_to_sec,
-)
+from ramp_common.conversions import MessageError
 from ramp_common.diagnostics import (
     ERROR,
     OK,
@@ -51,6 +45,7 @@ from ramp_common.diagnostics import (
     NodeHealth,
     RateMeter,
 )
+from ramp_common.image_wire import WireImage, decode_image, encode_image
 from ramp_common.node_tools import LogOnce, expand_path, run_node
 from ramp_common.params import Param, ParamSet
 from ramp_common.qos import SENSOR_QOS
@@ -223,12 +218,13 @@ class CameraNode(Node):
     # ----- device and file cameras (worker threads) -----
 
     def _publish_frame(self, cam: _Camera, frame: Frame) -> None:
-        msg = numpy_to_image(frame.image, "rgb8", sec_to_stamp(frame.capture_time_s), cam.name)
-        self._publish(cam, msg, frame.capture_time_s)
+        raw = encode_image(frame.image, "rgb8", frame.capture_time_s, cam.name)
+        self._publish(cam, raw, frame.capture_time_s)
 
-    def _publish(self, cam: _Camera, msg: Image, capture_time_s: float) -> None:
+    def _publish(self, cam: _Camera, raw: bytes, capture_time_s: float) -> None:
+        """Publish one serialized frame (``ramp_common.image_wire``) and count it."""
         try:
-            cam.publisher.publish(msg)
+            cam.publisher.publish(raw)
         except Exception:
             if self._closed or not self.context.ok():
                 return  # shutting down: the publisher is gone
@@ -277,8 +273,9 @@ class CameraNode(Node):
             self._rx_node.create_subscription(
                 Image,
                 cam.spec.target,
-                lambda msg, cam=cam: self._on_topic_image(cam, msg),
+                lambda raw, cam=cam: self._on_topic_image(cam, raw),
                 SENSOR_QOS,
+                raw=True,  # serialized frames in and out: see ramp_common.image_wire
             )
         self._rx_node.create_timer(min(0.25, self._stall_timeout_s / 2), self._check_topic_stalls)
         self._rx_executor = SingleThreadedExecutor(context=self.context)
@@ -302,12 +299,12 @@ class CameraNode(Node):
                     f"rx:{type(exc).__name__}", f"topic camera callback failed: {exc!r}"
                 )
 
-    def _on_topic_image(self, cam: _Camera, msg: Image) -> None:
+    def _on_topic_image(self, cam: _Camera, raw: bytes) -> None:
         now = time.monotonic()
         try:
-            if msg.encoding != "rgb8":
-                raise MessageError(f"encoding {msg.encoding!r}, expected 'rgb8'")
-            image_to_numpy(msg)  # validates size and step against the payload
+            image = decode_image(raw)  # validates size and step against the payload
+            if image.encoding != "rgb8":
+                raise MessageError(f"encoding {image.encoding!r}, expected 'rgb8'")
         except MessageError as exc:
             with cam.lock:
                 cam.drops += 1
@@ -324,8 +321,7 @@ class CameraNode(Node):
             self._on_recovery(cam)
         assert cam.throttle is not None
         if cam.throttle.accept(now):
-            out = self._convert_topic_image(cam, msg)
-            self._publish(cam, out, stamp_to_sec(msg.header.stamp))
+            self._publish(cam, self._convert_topic_image(cam, image), image.stamp_s)
 
     def _check_topic_stalls(self) -> None:
         now = time.monotonic()
@@ -341,17 +337,18 @@ class CameraNode(Node):
             if stalled:
                 self._on_failure(cam, f"no frame on topic {cam.spec.target} for {limit:.3g} s")
 
-    def _convert_topic_image(self, cam: _Camera, msg: Image) -> Image:
-        """The frame to publish: ``msg`` itself when no resize is due (no copy), else resized."""
-        if self._width == 0 and self._height == 0:
-            msg.header.frame_id = cam.name
-            return msg
-        image = image_to_numpy(msg)
-        resized = resize_image(image, self._width, self._height)
-        if resized is image:
-            msg.header.frame_id = cam.name
-            return msg
-        return numpy_to_image(resized, "rgb8", msg.header.stamp, cam.name)
+    def _convert_topic_image(self, cam: _Camera, image: WireImage) -> bytes:
+        """The serialized frame to publish, with the capture stamp as received (exact).
+
+        The received bytes themselves when neither a resize nor a new ``frame_id`` is due (no
+        copy at all), else one encode of the (resized) pixels.
+        """
+        pixels = image.pixels
+        if self._width or self._height:
+            pixels = resize_image(pixels, self._width, self._height)
+        if pixels is image.pixels and image.frame_id == cam.name:
+            return image.raw
+        return encode_image(pixels, "rgb8", (image.sec, image.nanosec), cam.name)
 
     # ----- diagnostics and shutdown -----
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import Image
 
-from ramp_common.conversions import numpy_to_image, sec_to_stamp
+from ramp_common.image_wire import encode_image
 from ramp_common.node_tools import run_node
 from ramp_common.params import Param
 from ramp_common.qos import STATE_QOS
@@ -50,8 +50,8 @@ class WorldModelNode(ModelNode):
         self, setup: ModelSetup, lane: Lane, obs: Observation, outputs: dict[str, Any]
     ) -> None:
         latent = np.ascontiguousarray(outputs["wm_state"][0], dtype=np.float32)
-        msg = numpy_to_image(latent, "32FC1", sec_to_stamp(obs.stamp), setup.model.model_id)
-        lane.output.publish(msg)
+        # serialized (ramp_common.image_wire): no rclpy message object on the hot path
+        lane.output.publish(encode_image(latent, "32FC1", obs.stamp, setup.model.model_id))
         if "value" in outputs:
             value = float(np.asarray(outputs["value"]).ravel()[0])
             self._health.set_value(lane.key("value"), value)

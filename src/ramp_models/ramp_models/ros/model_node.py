@@ -49,12 +49,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
-from ramp_common.conversions import (
-    MessageError,
-    image_to_numpy,
-    joint_state_positions,
-    stamp_to_sec,
-)
+from ramp_common.conversions import MessageError, joint_state_positions, stamp_to_sec
 from ramp_common.diagnostics import (
     ERROR,
     OK,
@@ -65,6 +60,7 @@ from ramp_common.diagnostics import (
     RateMeter,
 )
 from ramp_common.hops import HopTimer
+from ramp_common.image_wire import decode_image
 from ramp_common.node_tools import LogOnce, expand_path
 from ramp_common.params import Param, ParamSet
 from ramp_common.qos import SENSOR_QOS, STATE_QOS
@@ -306,9 +302,10 @@ class ModelNode(Node):
             self.create_subscription(
                 Image,
                 f"{p}ramp/wm_state",
-                lambda msg: self._on_wm_state(msg, lane),
+                lambda raw: self._on_wm_state(raw, lane),
                 STATE_QOS,
                 callback_group=group,
+                raw=True,  # serialized images: see ramp_common.image_wire
             )
         self.create_subscription(
             JointState,
@@ -321,9 +318,10 @@ class ModelNode(Node):
             self.create_subscription(
                 Image,
                 f"{p}camera/{name}/image_raw",
-                lambda msg, n=name: self._on_image(n, msg, lane),
+                lambda raw, n=name: self._on_image(n, raw, lane),
                 SENSOR_QOS,
                 callback_group=group,
+                raw=True,
             )
 
     # -- subclass hooks -------------------------------------------------------------------------
@@ -446,11 +444,12 @@ class ModelNode(Node):
             lane.arrivals[key] = (time.time(), stamp)
             self._worker.poke()
 
-    def _on_wm_state(self, msg: Image, lane: Lane) -> None:
+    def _on_wm_state(self, raw: bytes, lane: Lane) -> None:
         try:
+            msg = decode_image(raw)
             if msg.encoding != "32FC1":
                 raise MessageError(f"encoding {msg.encoding!r}, expected 32FC1")
-            latent = image_to_numpy(msg)
+            latent = msg.pixels
             if latent.shape != self._wm_shape:
                 raise MessageError(
                     f"shape {latent.shape}, the {self.LABEL} expects {self._wm_shape}"
@@ -459,7 +458,7 @@ class ModelNode(Node):
             self._health.count(lane.key("dropped_wm_states"))
             self._log_once.warn(f"wm{lane.name}", f"dropping {lane.prefix}ramp/wm_state: {exc}")
             return
-        self._put(WM_KEY, stamp_to_sec(msg.header.stamp), latent, lane)
+        self._put(WM_KEY, msg.stamp_s, latent, lane)
 
     def _on_joint_state(self, msg: JointState, lane: Lane) -> None:
         if JOINT_KEY not in self._inputs.keys:
@@ -472,11 +471,12 @@ class ModelNode(Node):
             return
         self._put(JOINT_KEY, stamp_to_sec(msg.header.stamp), q, lane)
 
-    def _on_image(self, camera: str, msg: Image, lane: Lane) -> None:
+    def _on_image(self, camera: str, raw: bytes, lane: Lane) -> None:
         try:
+            msg = decode_image(raw)
             if msg.encoding not in ("rgb8", "bgr8"):
                 raise MessageError(f"encoding {msg.encoding!r}, expected rgb8 or bgr8")
-            frame = image_to_numpy(msg)
+            frame = msg.pixels
             if frame.ndim != 3 or frame.shape[2] != 3:
                 raise MessageError(f"shape {frame.shape}, expected H x W x 3")
             if msg.encoding == "bgr8":
@@ -488,7 +488,7 @@ class ModelNode(Node):
                 f"dropping frame from camera {lane.prefix}{camera}: {exc}",
             )
             return
-        self._put(camera_key(camera), stamp_to_sec(msg.header.stamp), frame, lane)
+        self._put(camera_key(camera), msg.stamp_s, frame, lane)
 
     # -- inference ------------------------------------------------------------------------------
     def _tick(self) -> bool:
