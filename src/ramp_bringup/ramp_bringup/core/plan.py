@@ -34,14 +34,15 @@ never relative to wherever the launch was started)."""
 
 DDS_PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 NO_PROFILE = ("", "none", "default")
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20), "MALLOC_TRIM_THRESHOLD_": str(32 << 20)}
 """glibc malloc settings of every node process (values already in the environment win).
 
 Without them glibc maps each large buffer (a camera frame is 0.23-0.92 MB, and every copy of it
 is one) freshly from the kernel and returns it on free, so every frame pays a page fault per
 4 KiB page: 0.9-1.3 ms per 640x480 copy on the 2-core development VM, 0.05-0.07 ms with these
-(``docs/latency.md``). Buffers up to 16 MiB come from the heap and the heap keeps up to 128 MiB
-of free memory instead of trimming it."""
+(``docs/latency.md``). Buffers up to 16 MiB (a 1920x1080 rgb8 frame is 6.2 MB) come from the
+heap, and the heap keeps up to 32 MiB of free memory at its top instead of returning it at once.
+A process's resident memory stays bounded by its own peak use."""
 
 
 class PlanError(ValueError):
