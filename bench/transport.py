@@ -6,8 +6,9 @@ state (32FC1 8 x 64, 30 Hz), an action chunk (JointTrajectory 7 joints x 16 step
 a joint command (JointState, 200 Hz). Each message's ``header.stamp`` is the wall time just
 before the message is built from numpy; a subscriber process (its own executor thread, as the
 nodes have) takes ``time.time()`` on entry to the callback and converts images back to numpy
-(timed separately). Both ends run on this computer, so the two stamps come from one clock.
-Prints p50/p99/max per topic, frame size and image path.
+(timed separately, row ``frame_to_numpy``: ``decode_image`` or ``image_to_numpy``). Both ends
+run on this computer, so the two stamps come from one clock. Prints p50/p99/max per topic, frame
+size and image path.
 
 Two image paths, measured one after the other in one run (``--paths``):
 
@@ -112,7 +113,7 @@ def subscriber(duration_s: float, path: str) -> None:
         executor.spin_once(timeout_sec=0.1)
         if convert and time.monotonic() - last[0] > IDLE_END_S:
             break  # the publisher is done
-    print(json.dumps({"hops": hops, "image_to_numpy": convert}), flush=True)
+    print(json.dumps({"hops": hops, "frame_to_numpy": convert}), flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
 
@@ -220,7 +221,7 @@ def measure(width: int, height: int, duration_s: float, path: str) -> dict:
     out, _ = child.communicate(timeout=duration_s + 30.0)
     data = json.loads(out.strip().splitlines()[-1])
     result = {k: percentiles_ms(v[5:]) for k, v in data["hops"].items()}  # skip the first few
-    result["image_to_numpy"] = percentiles_ms(data["image_to_numpy"])
+    result["frame_to_numpy"] = percentiles_ms(data["frame_to_numpy"])
     return result
 
 
