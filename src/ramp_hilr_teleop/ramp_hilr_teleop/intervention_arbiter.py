@@ -6,7 +6,8 @@ thread with absolute deadlines (``ramp_common.rate_loop.RateLoop``) at ``control
 the latest command of the active source.
 
 Subscribes ``ramp/policy_command`` and ``ramp/operator_command`` (sensor_msgs/JointState; the
-operator command may carry a subset of the joints), ``joint_states`` (measured pose),
+operator command may carry a subset of the joints), ``joint_states`` (measured pose; the policy
+commands and the newest joint state are taken at each control tick, ``ramp_common.intake``),
 ``ramp/estop_active`` (std_msgs/Bool, latched, from the bridge) and ``ramp/operator_joy``
 (sensor_msgs/Joy: takeover / handback / pause buttons), ``ramp/node_exited`` (std_msgs/String,
 from the supervisor: the exit of a source's sender makes that source stale at once). Services
@@ -40,6 +41,7 @@ from ramp_common.conversions import (
 )
 from ramp_common.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, NodeHealth
 from ramp_common.hops import HopTimer
+from ramp_common.intake import Intake
 from ramp_common.node_exits import publisher_names, subscribe_node_exits
 from ramp_common.node_tools import LogOnce, run_node
 from ramp_common.params import (
@@ -142,18 +144,15 @@ class InterventionArbiterNode(Node):
         self._reset_call: tuple[int, float] | None = None  # (token, sent at monotonic s)
 
         group = ReentrantCallbackGroup()
-        self.create_subscription(
-            JointState, "ramp/policy_command", self._on_policy, COMMAND_QOS, callback_group=group
-        )
+        # read at each control tick, not dispatched per message (ramp_common.intake)
+        self._policy_intake = Intake(self, JointState, "ramp/policy_command", COMMAND_QOS)
+        self._joint_states = Intake(self, JointState, "joint_states", STATE_QOS)
         self.create_subscription(
             JointState,
             "ramp/operator_command",
             self._on_operator,
             COMMAND_QOS,
             callback_group=group,
-        )
-        self.create_subscription(
-            JointState, "joint_states", self._on_joint_state, STATE_QOS, callback_group=group
         )
         self.create_subscription(
             Bool, "ramp/estop_active", self._on_estop, LATCHED_QOS, callback_group=group
@@ -185,11 +184,11 @@ class InterventionArbiterNode(Node):
 
     # ------------------------------------------------------------------ inputs
 
-    def _on_policy(self, msg: JointState) -> None:
+    def _on_policy(self, msg: JointState, received_s: float) -> None:
         try:
             q = joint_state_positions(msg, self._names)
             sent_at = stamp_to_sec(msg.header.stamp)
-            self._arbiter.policy_command(q, time.time(), sent_at=sent_at)
+            self._arbiter.policy_command(q, received_s, sent_at=sent_at)
             self._policy_sent_at = sent_at
         except (MessageError, ValueError) as exc:
             self._health.count("policy_commands_rejected")
@@ -219,9 +218,9 @@ class InterventionArbiterNode(Node):
                 "restarted pipeline arrive"
             )
 
-    def _on_joint_state(self, msg: JointState) -> None:
+    def _on_joint_state(self, msg: JointState, received_s: float) -> None:
         try:
-            self._arbiter.update_measured(joint_state_positions(msg, self._names), time.time())
+            self._arbiter.update_measured(joint_state_positions(msg, self._names), received_s)
         except (MessageError, ValueError) as exc:
             self._health.count("dropped_joint_states")
             self._log_once.warn("joints", f"dropping joint_states: {exc}")
@@ -322,6 +321,11 @@ class InterventionArbiterNode(Node):
         # the core steps at the tick's due time and the command is stamped with it, so a late
         # or skipped tick does not read downstream as the stream slowing down (Finding 11)
         due = self._loop.due_wall or now
+        newest = self._joint_states.take_newest()
+        if newest is not None:
+            self._on_joint_state(newest.msg, newest.received_s)
+        for taken in self._policy_intake.take_all():  # in arrival order, as callbacks would
+            self._on_policy(taken.msg, taken.received_s)
         command = self._arbiter.step(due)
         if command is not None:
             self._command_pub.publish(make_joint_state(self._names, command, sec_to_stamp(due)))

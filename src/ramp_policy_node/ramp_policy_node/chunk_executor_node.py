@@ -4,7 +4,8 @@ Thin rclpy adapter over ``ramp_policy_node.core.executor.ChunkExecutor`` (time a
 latency compensation, splicing, limits, watchdog, e-stop). The control loop runs on its own
 thread with absolute deadlines (``ramp_common.rate_loop.RateLoop``), not on an rclpy timer.
 
-Subscribes ``ramp/action_chunk`` (JointTrajectory), ``joint_states`` (measured pose),
+Subscribes ``ramp/action_chunk`` (JointTrajectory), ``joint_states`` (measured pose; the newest
+is taken at each control tick, ``ramp_common.intake``),
 ``ramp/estop_active`` (std_msgs/Bool, latched, from the robot bridge) and ``ramp/node_exited``
 (std_msgs/String, from the supervisor: a node of ``hold_on_exit_of`` exiting -> hold at once).
 Publishes the per-tick command (sensor_msgs/JointState, positions in rad / m) on
@@ -34,6 +35,7 @@ from ramp_common.conversions import (
 )
 from ramp_common.diagnostics import OK, WARN, DiagnosticsPublisher, NodeHealth
 from ramp_common.hops import HopTimer
+from ramp_common.intake import Intake
 from ramp_common.node_exits import subscribe_node_exits
 from ramp_common.node_tools import LogOnce, run_node
 from ramp_common.params import (
@@ -135,9 +137,8 @@ class ChunkExecutorNode(Node):
         self.create_subscription(
             JointTrajectory, "ramp/action_chunk", self._on_chunk, COMMAND_QOS, callback_group=group
         )
-        self.create_subscription(
-            JointState, "joint_states", self._on_joint_state, STATE_QOS, callback_group=group
-        )
+        # read at each control tick, not dispatched per message (ramp_common.intake)
+        self._joint_states = Intake(self, JointState, "joint_states", STATE_QOS)
         self.create_subscription(
             Bool, "ramp/estop_active", self._on_estop, LATCHED_QOS, callback_group=group
         )
@@ -182,14 +183,14 @@ class ChunkExecutorNode(Node):
                 f"chunk-{reason.split(':')[0]}", f"rejecting action chunk: {reason}"
             )
 
-    def _on_joint_state(self, msg: JointState) -> None:
+    def _on_joint_state(self, msg: JointState, received_s: float) -> None:
         try:
             q = joint_state_positions(msg, self._names)
         except MessageError as exc:
             self._health.count("dropped_joint_states")
             self._log_once.warn("joints", f"dropping joint_states: {exc}")
             return
-        self._executor.update_measured(q, time.time())
+        self._executor.update_measured(q, received_s)
 
     def _on_estop(self, msg: Bool) -> None:
         engaged = bool(msg.data)
@@ -215,6 +216,9 @@ class ChunkExecutorNode(Node):
         # the core steps at the tick's due time and the command is stamped with it: positions
         # and stamps stay on the control period's grid for the followers (Finding 11)
         due = self._loop.due_wall or now
+        newest = self._joint_states.take_newest()
+        if newest is not None:
+            self._on_joint_state(newest.msg, newest.received_s)
         command = self._executor.step(due)
         pending, self._pending_arrival = self._pending_arrival, None
         if pending is not None:  # the first tick that can use the newest chunk

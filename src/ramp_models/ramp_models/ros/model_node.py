@@ -14,7 +14,9 @@ A subclass names its model kind and what it publishes; the base owns the rest, o
 - inputs by card role (``ramp_models.inputs.InputPlan``): ``ramp/wm_state`` (Image 32FC1,
   tokens x dim), ``joint_states`` (JointState, rad / m by name), ``camera/<name>/image_raw``
   (Image rgb8 or bgr8, HxWx3), each checked the same way (a malformed message is counted and
-  logged once); the inputs that make an observation new wake the inference thread;
+  logged once); the inputs that make an observation new wake the inference thread; the newest
+  joint state is taken from its reader when that thread wakes (``ramp_common.intake``: no
+  executor work per joint state);
 - the inference thread (``ramp_common.worker.TriggeredWorker``, at most ``rate_hz``): latest
   synchronised observation (stamp = oldest input stamp) -> feeds -> ONNX Runtime -> the
   subclass's ``_publish``; a non-finite output is dropped and reported ERROR;
@@ -61,6 +63,7 @@ from ramp_common.diagnostics import (
 )
 from ramp_common.hops import HopTimer
 from ramp_common.image_wire import decode_image
+from ramp_common.intake import Intake
 from ramp_common.node_tools import LogOnce, expand_path
 from ramp_common.params import Param, ParamSet
 from ramp_common.qos import SENSOR_QOS, STATE_QOS
@@ -165,6 +168,8 @@ class Lane:
     age: LatencyStats = field(default_factory=LatencyStats)
     arrivals: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Input key -> (arrival wall time, its stamp), s; the newest of each trigger input."""
+    joint_states: Intake | None = None
+    """This robot's ``joint_states``, when the card takes a joint state."""
 
     def key(self, what: str) -> str:
         """Diagnostics / counter key of ``what`` for this robot."""
@@ -307,13 +312,10 @@ class ModelNode(Node):
                 callback_group=group,
                 raw=True,  # serialized images: see ramp_common.image_wire
             )
-        self.create_subscription(
-            JointState,
-            f"{p}joint_states",
-            lambda msg: self._on_joint_state(msg, lane),
-            STATE_QOS,
-            callback_group=group,
-        )
+        if JOINT_KEY in plan.keys:
+            # the newest is taken when the inference thread wakes (ramp_common.intake): no
+            # executor work for each of the bridge's 200 joint states per second
+            lane.joint_states = Intake(self, JointState, f"{p}joint_states", STATE_QOS)
         for name in plan.cameras:
             self.create_subscription(
                 Image,
@@ -460,9 +462,14 @@ class ModelNode(Node):
             return
         self._put(WM_KEY, msg.stamp_s, latent, lane)
 
+    def _take_joint_states(self) -> None:
+        """Put each robot's newest joint state (taken from its reader) into the inputs."""
+        for lane in self._lanes:
+            newest = lane.joint_states.take_newest() if lane.joint_states is not None else None
+            if newest is not None:
+                self._on_joint_state(newest.msg, lane)
+
     def _on_joint_state(self, msg: JointState, lane: Lane) -> None:
-        if JOINT_KEY not in self._inputs.keys:
-            return
         try:
             q = joint_state_positions(msg, self._joint_names)
         except MessageError as exc:
@@ -493,6 +500,7 @@ class ModelNode(Node):
     # -- inference ------------------------------------------------------------------------------
     def _tick(self) -> bool:
         """One wake-up of the inference thread; True when it ran the model (uses a rate slot)."""
+        self._take_joint_states()
         setup, switched = self._swap.take()
         if switched:
             self._set_model_health(setup)
@@ -535,6 +543,7 @@ class ModelNode(Node):
     def _fleet_tick(self) -> None:
         """One round of the batched node: every ready robot in one forward pass (per group of
         the card's ``batch``), each robot's output published in its namespace."""
+        self._take_joint_states()
         setup, switched = self._swap.take()
         if switched:
             self._set_model_health(setup)
