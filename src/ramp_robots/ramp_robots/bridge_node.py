@@ -8,7 +8,9 @@ A bridge subclass declares its driver settings and runs its driver; the base own
 - the safety filter (``ramp_robots.core.safety.SafetyFilter``: position / velocity /
   acceleration limits, stale-command watchdog, latched e-stop, first command ramps from the
   measured pose);
-- ``joint_command`` (JointState, positions by name): malformed ones counted and logged once,
+- ``joint_command`` (JointState, positions by name), taken at each control tick in arrival
+  order with their DDS receive times (``ramp_common.intake``, :meth:`_safety_output`; no
+  executor dispatch per command): malformed ones counted and logged once,
   targets beyond the position limits counted (``commands_clamped_to_limits``) and logged once
   with the joints (the filter clamps), rejected ones counted with the filter's reason;
 - ``ramp/estop`` (std_srvs/SetBool: true engages, false releases) and ``ramp/estop_active``
@@ -46,6 +48,7 @@ from ramp_common.conversions import (
     stamp_to_sec,
 )
 from ramp_common.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, NodeHealth
+from ramp_common.intake import Intake
 from ramp_common.node_exits import publisher_names, subscribe_node_exits
 from ramp_common.node_tools import LogOnce
 from ramp_common.params import (
@@ -60,6 +63,9 @@ from ramp_common.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from ramp_common.rate_loop import RateLoop
 from ramp_robots.core.driver import RobotState
 from ramp_robots.core.safety import SafetyFilter
+
+MAX_TAKEN_AGE_S = 0.1
+"""Largest age a taken command is given (s): the reader holds 5 commands, 25 ms at 200 Hz."""
 
 
 def bridge_params(
@@ -153,9 +159,8 @@ class RobotBridgeNode(Node):
         group = ReentrantCallbackGroup()
         self._state_pub = self.create_publisher(JointState, "joint_states", STATE_QOS)
         self._estop_pub = self.create_publisher(Bool, "ramp/estop_active", LATCHED_QOS)
-        self.create_subscription(
-            JointState, "joint_command", self._on_command, COMMAND_QOS, callback_group=group
-        )
+        # taken at each control tick, not dispatched per message (ramp_common.intake)
+        self._commands = Intake(self, JointState, "joint_command", COMMAND_QOS)
         self.create_service(SetBool, "ramp/estop", self._on_estop, callback_group=group)
         subscribe_node_exits(self, self._on_node_exited, callback_group=group)
         self._publish_estop()
@@ -191,7 +196,20 @@ class RobotBridgeNode(Node):
             )
         )
 
-    def _on_command(self, msg: JointState) -> None:
+    def _safety_output(self, positions: np.ndarray) -> np.ndarray:
+        """The safety filter's output for this control tick, after taking the commands that
+        arrived since the last one (in arrival order, with their DDS receive times)."""
+        taken = self._commands.take_all()
+        if taken:
+            # receive times (wall clock) -> the filter's monotonic clock; the age is clamped so
+            # that a wall-clock step between reception and now cannot move them far
+            wall, mono = time.time(), time.monotonic()
+            for item in taken:
+                age = min(max(wall - item.received_s, 0.0), MAX_TAKEN_AGE_S)
+                self._on_command(item.msg, mono - age)
+        return self._safety.output(self._tick_time(), positions)
+
+    def _on_command(self, msg: JointState, received_mono: float) -> None:
         try:
             target = joint_state_positions(msg, self._names)
         except MessageError as exc:
@@ -200,7 +218,7 @@ class RobotBridgeNode(Node):
             return
         self._warn_if_outside_limits(target)
         sent_at = stamp_to_sec(msg.header.stamp)
-        reason = self._safety.command(target, time.monotonic(), sent_at=sent_at or None)
+        reason = self._safety.command(target, received_mono, sent_at=sent_at or None)
         if reason is not None:
             self._health.count("commands_rejected")
             self._log_once.warn(f"rejected-{reason[:24]}", f"rejecting joint_command: {reason}")

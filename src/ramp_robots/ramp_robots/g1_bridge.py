@@ -208,7 +208,7 @@ class G1BridgeNode(RobotBridgeNode):
             state = self._driver.read_state()
             if self._fault is not None:
                 self._recover()
-            self._driver.send(self._safety.output(self._tick_time(), state.positions))
+            self._driver.send(self._safety_output(state.positions))
         except DriverError as exc:
             self._enter_fault(str(exc))
             return

@@ -207,7 +207,7 @@ class PiperBridgeNode(RobotBridgeNode):
             self._state_rate.tick()
 
     def _send(self, state: RobotState) -> None:
-        target = self._safety.output(self._tick_time(), state.positions)
+        target = self._safety_output(state.positions)
         try:
             self._driver.send(target)
         except DriverError as exc:  # went silent between read and send: nothing was sent

@@ -208,7 +208,7 @@ class SimBridgeNode(RobotBridgeNode):
         # filter start from a pre-reset pose.
         with self._reset_lock:
             state = self._driver.read_state()
-            sent = self._safety.output(self._tick_time(), state.positions)
+            sent = self._safety_output(state.positions)
             self._driver.send(sent)
         # what actually went to the robot after the safety filter (the recorder keeps it),
         # stamped with the tick's due time: the filter moves one control period per tick
