@@ -146,6 +146,9 @@ class InterventionArbiterNode(Node):
         group = ReentrantCallbackGroup()
         # read at each control tick, not dispatched per message (ramp_common.intake)
         self._policy_intake = Intake(self, JointState, "ramp/policy_command", COMMAND_QOS)
+        self._policy_lock = threading.Lock()
+        """Held from taking policy commands to feeding them, so that nothing the executor sent
+        before an exit announcement reaches the arbiter after the hold it causes."""
         self._joint_states = Intake(self, JointState, "joint_states", STATE_QOS)
         self.create_subscription(
             JointState,
@@ -184,6 +187,12 @@ class InterventionArbiterNode(Node):
 
     # ------------------------------------------------------------------ inputs
 
+    def _take_policy_commands(self) -> None:
+        """Feed the arbiter the policy commands that arrived since the last take, in arrival
+        order with their DDS receive times. Call with ``_policy_lock`` held."""
+        for taken in self._policy_intake.take_all():
+            self._on_policy(taken.msg, taken.received_s)
+
     def _on_policy(self, msg: JointState, received_s: float) -> None:
         try:
             q = joint_state_positions(msg, self._names)
@@ -208,11 +217,21 @@ class InterventionArbiterNode(Node):
         """The supervisor announced that node ``name`` exited: a source it published is lost
         now, not after ``source_timeout_s``; a node of ``hold_on_exit_of`` makes the arbiter
         hold while the policy drives (``ramp_common.node_exits``)."""
-        for source, topic in SOURCE_TOPICS.items():
-            if name in publisher_names(self, [topic]):
+        with self._policy_lock:  # what the policy sent before the exit goes in before the hold
+            self._take_policy_commands()
+            lost = [
+                (source, topic)
+                for source, topic in SOURCE_TOPICS.items()
+                if name in publisher_names(self, [topic])
+            ]
+            for source, _topic in lost:
                 self._arbiter.source_lost(source)
-                self.get_logger().warning(f"{name} (sender of {topic}) exited: source lost")
-        if name in self._upstream and self._arbiter.upstream_lost(time.time(), f"{name} exited"):
+            held = name in self._upstream and self._arbiter.upstream_lost(
+                time.time(), f"{name} exited"
+            )
+        for _source, topic in lost:
+            self.get_logger().warning(f"{name} (sender of {topic}) exited: source lost")
+        if held:
             self.get_logger().warning(
                 f"{name} exited: holding until the executor is reset and chunks of the "
                 "restarted pipeline arrive"
@@ -324,8 +343,8 @@ class InterventionArbiterNode(Node):
         newest = self._joint_states.take_newest()
         if newest is not None:
             self._on_joint_state(newest.msg, newest.received_s)
-        for taken in self._policy_intake.take_all():  # in arrival order, as callbacks would
-            self._on_policy(taken.msg, taken.received_s)
+        with self._policy_lock:
+            self._take_policy_commands()
         command = self._arbiter.step(due)
         if command is not None:
             self._command_pub.publish(make_joint_state(self._names, command, sec_to_stamp(due)))
