@@ -3,19 +3,20 @@
 The console subscribes to the cameras with ``raw=True``: a frame arrives as serialized CDR bytes
 and is only kept (a reference, no copy). It is parsed and encoded only when some viewer is due a
 frame, and at most once per frame whatever the number of viewers (:class:`FrameStore`). Parsing
-reads the CDR layout with ``struct`` and views the pixels with ``numpy.frombuffer`` (no copy, no
-per-pixel Python); OpenCV converts and encodes.
+is ``ramp_common.image_wire`` (rosbags' CDR reader; the pixels stay a view of the received
+bytes, no per-pixel Python); OpenCV converts and encodes.
 """
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from ramp_common.image_wire import MessageError, decode_image
 
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
 
@@ -34,81 +35,21 @@ class RawImage:
     pixels: np.ndarray
 
 
-class _Cursor:
-    """Reads CDR primitives from a serialized message (offsets relative to the payload)."""
-
-    def __init__(self, raw: bytes | memoryview) -> None:
-        if len(raw) < 4:
-            raise FrameError(f"serialized message of {len(raw)} bytes")
-        self.buf = memoryview(raw)
-        self.order = "<" if self.buf[1] & 1 else ">"
-        self.pos = 4  # after the encapsulation header; alignment counts from here
-
-    def align(self, n: int) -> None:
-        rel = self.pos - 4
-        self.pos += (-rel) % n
-
-    def u32(self) -> int:
-        self.align(4)
-        if self.pos + 4 > len(self.buf):
-            raise FrameError("truncated image message")
-        (value,) = struct.unpack_from(self.order + "I", self.buf, self.pos)
-        self.pos += 4
-        return value
-
-    def i32(self) -> int:
-        value = self.u32()
-        return value - (1 << 32) if value >= 1 << 31 else value
-
-    def u8(self) -> int:
-        if self.pos + 1 > len(self.buf):
-            raise FrameError("truncated image message")
-        value = self.buf[self.pos]
-        self.pos += 1
-        return value
-
-    def string(self) -> str:
-        n = self.u32()
-        if self.pos + n > len(self.buf):
-            raise FrameError("truncated image message")
-        text = bytes(self.buf[self.pos : self.pos + n]).rstrip(b"\0").decode("utf-8", "replace")
-        self.pos += n
-        return text
-
-    def octets(self) -> memoryview:
-        n = self.u32()
-        if self.pos + n > len(self.buf):
-            raise FrameError(f"image payload of {n} bytes exceeds the message")
-        view = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return view
-
-
-def parse_image_cdr(raw: bytes | memoryview) -> RawImage:
+def parse_image_cdr(raw: bytes) -> RawImage:
     """Serialized sensor_msgs/Image (CDR) -> :class:`RawImage` with a zero-copy pixel view.
 
-    Supports rgb8, bgr8, mono8, rgba8, bgra8. Raises FrameError for other encodings, empty
-    images or a payload that does not match ``height * step``.
+    Parsed by ``ramp_common.image_wire`` (rosbags). Supports rgb8, bgr8, mono8, rgba8, bgra8.
+    Raises FrameError for other encodings, malformed bytes, empty images or a payload that does
+    not match ``height * step``.
     """
-    cur = _Cursor(raw)
-    sec = cur.i32()
-    nanosec = cur.u32()
-    frame_id = cur.string()
-    height, width = cur.u32(), cur.u32()
-    encoding = cur.string()
-    cur.u8()  # is_bigendian: irrelevant for 8-bit encodings
-    step = cur.u32()
-    data = cur.octets()
-    channels = _CHANNELS.get(encoding)
-    if channels is None:
-        raise FrameError(f"unsupported image encoding {encoding!r}")
-    if height == 0 or width == 0:
-        raise FrameError(f"empty image {width}x{height}")
-    if step < width * channels or len(data) != height * step:
-        raise FrameError(f"payload {len(data)} bytes != height*step {height}*{step}")
-    rows = np.frombuffer(data, dtype=np.uint8).reshape(height, step)
-    pixels = rows[:, : width * channels].reshape(height, width, channels)
-    return RawImage(sec + nanosec * 1e-9, frame_id, encoding, pixels)
+    try:
+        image = decode_image(raw)
+    except MessageError as exc:
+        raise FrameError(str(exc)) from None
+    if image.encoding not in _CHANNELS:
+        raise FrameError(f"unsupported image encoding {image.encoding!r}")
+    pixels = image.pixels if image.pixels.ndim == 3 else image.pixels[:, :, np.newaxis]
+    return RawImage(image.stamp_s, image.frame_id, image.encoding, pixels)
 
 
 def encode_jpeg(image: RawImage, quality: int = 80, max_width: int = 0) -> bytes:
