@@ -27,7 +27,8 @@ from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
-_ENCODING_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+PIXEL_ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+"""The 8-bit pixel encodings the stack reads, with their channels (32FC1 is the latent's)."""
 _TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 _Image = _TYPESTORE.types[IMAGE_TYPE]
 _Header = _TYPESTORE.types["std_msgs/msg/Header"]
@@ -75,7 +76,7 @@ def encode_image(
     float32 for 32FC1. ``stamp``: float seconds or an exact (sec, nanosec) pair. Raises
     MessageError when the array does not fit the encoding.
     """
-    channels = 1 if encoding == "32FC1" else _ENCODING_CHANNELS.get(encoding)
+    channels = 1 if encoding == "32FC1" else PIXEL_ENCODINGS.get(encoding)
     if channels is None:
         raise MessageError(f"unsupported image encoding {encoding!r}")
     dtype = np.float32 if encoding == "32FC1" else np.uint8
@@ -123,8 +124,8 @@ def pixels_view(
     h, w = height, width
     if encoding == "32FC1":
         channels, itemsize = 1, 4
-    elif encoding in _ENCODING_CHANNELS:
-        channels, itemsize = _ENCODING_CHANNELS[encoding], 1
+    elif encoding in PIXEL_ENCODINGS:
+        channels, itemsize = PIXEL_ENCODINGS[encoding], 1
     else:
         raise MessageError(f"unsupported image encoding {encoding!r}")
     if h <= 0 or w <= 0:

@@ -21,6 +21,8 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.errors import ReaderError
 
+from ramp_common.image_wire import PIXEL_ENCODINGS, MessageError, pixels_view
+
 from .bag_writer import make_typestore
 from .episode import (
     CUSTOM_DATA_KEY,
@@ -32,8 +34,6 @@ from .episode import (
     wall_iso,
 )
 from .repair import needs_repair
-
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
 
 
 @dataclass
@@ -208,16 +208,18 @@ class EpisodeBag:
 def image_to_rgb(msg: Any, where: str) -> np.ndarray:
     """Decoded sensor_msgs/Image (rosbags) -> (H, W, 3) uint8 RGB; EpisodeError on bad data."""
     enc = msg.encoding
-    if enc not in _CHANNELS:
+    if enc not in PIXEL_ENCODINGS:
         raise EpisodeError(f"{where}: image encoding {enc!r} not supported for export")
-    ch = _CHANNELS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     data = np.asarray(msg.data, dtype=np.uint8)
-    if data.size != h * step or step < w * ch:
-        raise EpisodeError(f"{where}: image payload {data.size} B does not match {w}x{h} {enc}")
-    img = data.reshape(h, step)[:, : w * ch].reshape(h, w, ch)
+    try:
+        img = pixels_view(data, h, w, step, enc, bool(msg.is_bigendian))
+    except MessageError:
+        raise EpisodeError(
+            f"{where}: image payload {data.size} B does not match {w}x{h} {enc}"
+        ) from None
     if enc == "mono8":
-        return np.repeat(img, 3, axis=2)
+        return np.repeat(img[:, :, np.newaxis], 3, axis=2)
     if enc in ("bgr8", "bgra8"):
         return np.ascontiguousarray(img[:, :, 2::-1])
     return np.ascontiguousarray(img[:, :, :3])

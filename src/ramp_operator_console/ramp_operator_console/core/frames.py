@@ -16,9 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ramp_common.image_wire import MessageError, decode_image
-
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+from ramp_common.image_wire import PIXEL_ENCODINGS, MessageError, decode_image
 
 
 class FrameError(ValueError):
@@ -46,7 +44,7 @@ def parse_image_cdr(raw: bytes) -> RawImage:
         image = decode_image(raw)
     except MessageError as exc:
         raise FrameError(str(exc)) from None
-    if image.encoding not in _CHANNELS:
+    if image.encoding not in PIXEL_ENCODINGS:
         raise FrameError(f"unsupported image encoding {image.encoding!r}")
     pixels = image.pixels if image.pixels.ndim == 3 else image.pixels[:, :, np.newaxis]
     return RawImage(image.stamp_s, image.frame_id, image.encoding, pixels)
