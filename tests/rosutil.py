@@ -40,6 +40,22 @@ one run in three, and once in ~30 stops of a whole ``ros2 launch`` stack; not ca
 code (docs/fleet.md)."""
 
 
+def assert_ramp_up_ended_cleanly(code: int, report: dict, stderr: str) -> None:
+    """A ``ramp up`` run ended cleanly: exit 0, no error in its report, every node exit 0.
+
+    The one fault accepted is the known, bounded DDS teardown hang (``TEARDOWN_HANG``): such a
+    node exits 1 from its watchdog with its stacks in the output, after ``ramp up`` said it was
+    still running. Nothing else may appear in the report's errors.
+    """
+    hung = {m.group("node") for m in TEARDOWN_HANG.finditer(stderr)}
+    accepted = {f"{n} still running; sending SIGTERM" for n in hung}
+    accepted |= {f"{n} exited with code 1 at stop" for n in hung}
+    assert all(error in accepted for error in report["errors"]), (report["errors"], stderr[-3000:])
+    assert code == 0 or (hung and not report["ok"]), stderr[-5000:]
+    for node, exit_code in report["exit_codes"].items():
+        assert exit_code == 0 or (exit_code == 1 and node in hung), (report["exit_codes"], hung)
+
+
 def killable_env() -> dict[str, str]:
     """Environment for a node process a test will SIGKILL: Fast DDS without shared memory.
 
