@@ -305,6 +305,33 @@ def control_rt_priority_param() -> Param:
     )
 
 
+CONTROL_PHASE_EXECUTOR_S = 0.0
+CONTROL_PHASE_ARBITER_S = 0.001
+CONTROL_PHASE_BRIDGE_S = 0.002
+"""Default tick phases of the control loops of one robot computer (s on the monotonic clock's
+grid, ``ramp_common.rate_loop``): the chunk executor publishes ``ramp/policy_command`` at 0, the
+arbiter takes it and publishes ``joint_command`` 1 ms later, the bridge takes that 1 ms later and
+publishes ``joint_states``, which the executor takes at its next tick. 1 ms covers one local DDS
+hop of a small message (p99 0.3-1.5 ms on a loaded 2-core machine, docs/latency.md)."""
+
+
+def control_phase_param(default_s: float) -> Param:
+    """``control_phase_s``: where in its period a node's control loop ticks.
+
+    See :class:`ramp_common.rate_loop.RateLoop`; docs/latency.md has the measured effect.
+    """
+    return Param(
+        "control_phase_s",
+        float(default_s),
+        "Phase of the control-loop ticks on the monotonic clock's grid of the control period "
+        "(taken modulo the period). Followers of a command stream on one machine tick a DDS hop "
+        "after their sender: executor 0, arbiter 0.001, bridge 0.002.",
+        unit="s",
+        low=0.0,
+        high=1.0,
+    )
+
+
 def playout_params() -> tuple[Param, Param]:
     """``playout_delay_s`` and ``max_playout_delay_s``: how far behind its fastest delivery a
     follower (the arbiter, a bridge's safety filter) replays the command stream it follows.

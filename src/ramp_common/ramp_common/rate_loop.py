@@ -3,6 +3,13 @@
 Tick k is due at ``start + k * period``. A late tick runs at once; when the loop falls more than
 one period behind, the missed ticks are skipped (counted as overruns), never run in a burst.
 
+``start`` lies on a grid of the monotonic clock (CLOCK_MONOTONIC, one per machine): ticks fall
+at ``n * period + phase``. Loops of one machine that follow each other (the chunk executor ->
+the intervention arbiter -> the bridge) keep fixed phases apart, so a command published at one
+loop's tick is taken at the follower's next tick ``phase`` difference later, not anywhere in
+a period (docs/latency.md, "Phase-aligned control loops"). Loops on different machines share
+no grid.
+
 The loop thread asks for a 1 us timer slack (Linux ``PR_SET_TIMERSLACK``; the default 50 us is
 added to every sleep) and, with ``realtime_priority`` > 0, for SCHED_FIFO at that priority: on a
 robot computer that lets the control loop preempt inference and rendering on the same cores. It
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import threading
 import time
@@ -31,12 +39,24 @@ class RateLoop:
         body: Callable[[float], None],
         name: str,
         realtime_priority: int = 0,
+        phase_s: float = 0.0,
     ) -> None:
+        """Args:
+        period_s: tick period (s).
+        body: called with the wall-clock time (s) of each tick.
+        name: the thread's name.
+        realtime_priority: SCHED_FIFO priority of the loop thread, 1-99 (0 = normal).
+        phase_s: offset of the ticks from the monotonic clock's grid of ``period_s`` (s),
+            taken modulo the period.
+        """
         if period_s <= 0:
             raise ValueError(f"period must be > 0, got {period_s}")
+        if not math.isfinite(phase_s):
+            raise ValueError(f"phase must be finite, got {phase_s}")
         if not 0 <= realtime_priority <= 99:
             raise ValueError(f"realtime_priority must be 0 (off) to 99, got {realtime_priority}")
         self._period = period_s
+        self._phase = phase_s % period_s
         self._realtime_priority = realtime_priority
         self.realtime = False
         """True once the loop thread runs SCHED_FIFO."""
@@ -84,7 +104,7 @@ class RateLoop:
 
     def _run(self) -> None:
         self._tune_thread()
-        start = time.monotonic()
+        start = first_grid_deadline(time.monotonic(), self._period, self._phase)
         k = 0
         while not self._stop.is_set():
             deadline = start + k * self._period
@@ -106,6 +126,12 @@ class RateLoop:
             if behind > 0:
                 self.overruns += behind
                 k += behind
+
+
+def first_grid_deadline(now_s: float, period_s: float, phase_s: float) -> float:
+    """The first time >= ``now_s`` of the form ``n * period_s + phase_s`` (s, one clock)."""
+    n = math.ceil((now_s - phase_s) / period_s - 1e-9)  # a time on the grid stays on it
+    return n * period_s + phase_s
 
 
 _PR_SET_TIMERSLACK = 29

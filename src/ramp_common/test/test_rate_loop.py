@@ -4,7 +4,9 @@ import itertools
 import threading
 import time
 
-from ramp_common.rate_loop import RateLoop
+import pytest
+
+from ramp_common.rate_loop import RateLoop, first_grid_deadline
 
 
 def test_loop_runs_without_drift_and_stops():
@@ -122,3 +124,39 @@ def test_due_wall_is_the_schedule_not_the_late_call_time():
     # (0.25: room for a preemption between the two clock reads on a loaded machine)
     assert all(abs(p - round(p)) < 0.25 for p in periods), periods
     assert all(c >= d for c, d in zip(calls, dues, strict=True))  # due never after the call
+
+
+def test_first_grid_deadline_lies_on_the_period_grid_plus_the_phase():
+    assert first_grid_deadline(10.0021, 0.005, 0.001) == pytest.approx(10.006)
+    assert first_grid_deadline(10.006, 0.005, 0.001) == pytest.approx(10.006)  # on the grid
+    assert first_grid_deadline(10.0061, 0.005, 0.0) == pytest.approx(10.010)
+
+
+def test_loops_with_phases_tick_on_one_grid_their_phase_apart():
+    """Two loops of one machine started at arbitrary times: every deadline of each is
+    n * period + its phase on the monotonic clock, so the follower's ticks are 1 ms after the
+    sender's whatever their start times (deadlines, not call times: no timing asserted)."""
+    period = 0.005
+    due: dict[str, list[float]] = {"sender": [], "follower": []}
+    loops = {}
+    for name, phase in (("sender", 0.0), ("follower", 0.001)):
+        loops[name] = RateLoop(
+            period, lambda _now, n=name: due[n].append(loops[n].due_mono), name, phase_s=phase
+        )
+        loops[name].start()
+        time.sleep(0.0123)  # started at unrelated times
+    time.sleep(0.1)
+    for loop in loops.values():
+        loop.stop()
+    for name, phase in (("sender", 0.0), ("follower", 0.001)):
+        assert len(due[name]) > 5
+        for t in due[name]:
+            offset = (t - phase) % period
+            assert min(offset, period - offset) < 1e-6, (name, t)
+    assert loops["sender"]._phase == 0.0 and loops["follower"]._phase == pytest.approx(0.001)
+
+
+def test_a_phase_beyond_the_period_is_taken_modulo_and_a_bad_one_refused():
+    assert RateLoop(0.005, lambda _now: None, "t", phase_s=0.012)._phase == pytest.approx(0.002)
+    with pytest.raises(ValueError, match="phase"):
+        RateLoop(0.005, lambda _now: None, "t", phase_s=float("nan"))

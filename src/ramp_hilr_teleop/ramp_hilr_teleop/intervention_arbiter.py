@@ -45,8 +45,10 @@ from ramp_common.intake import Intake
 from ramp_common.node_exits import publisher_names, subscribe_node_exits
 from ramp_common.node_tools import LogOnce, run_node
 from ramp_common.params import (
+    CONTROL_PHASE_ARBITER_S,
     Param,
     ParamSet,
+    control_phase_param,
     control_rt_priority_param,
     hold_on_exit_param,
     joint_limit_params,
@@ -74,6 +76,7 @@ PARAMS: tuple[Param, ...] = (
     *joint_limit_params(),
     Param("control_rate_hz", 200.0, "Output rate of joint_command.", unit="Hz", positive=True),
     control_rt_priority_param(),
+    control_phase_param(CONTROL_PHASE_ARBITER_S),
     Param("blend_time_s", 0.5, "Cosine blend at every handover (0 = none).", unit="s", low=0.0),
     Param(
         "auto_takeover_threshold",
@@ -134,7 +137,7 @@ class InterventionArbiterNode(Node):
             max_playout_delay_s=float(p["max_playout_delay_s"]),
         )
         self._health = NodeHealth()
-        self._hops = HopTimer(("forward",))
+        self._hops = HopTimer(("forward", "policy_arrival"))
         self._policy_sent_at: float | None = None
         """Stamp (the executor's tick time, s) of the newest policy command not yet forwarded."""
         self._log_once = LogOnce(self)
@@ -177,6 +180,7 @@ class InterventionArbiterNode(Node):
             self._control_tick,
             name="intervention_arbiter_control",
             realtime_priority=int(p["control_rt_priority"]),
+            phase_s=float(p["control_phase_s"]),
         )
         self._loop.start()
         self._diag = DiagnosticsPublisher(self, self._health, refresh=self._update_health)
@@ -199,6 +203,9 @@ class InterventionArbiterNode(Node):
             sent_at = stamp_to_sec(msg.header.stamp)
             self._arbiter.policy_command(q, received_s, sent_at=sent_at)
             self._policy_sent_at = sent_at
+            # the executor's tick -> here: its lateness, publish and one DDS hop; the phase of
+            # this loop behind the executor's (control_phase_s) must cover it
+            self._hops.add("policy_arrival", received_s - sent_at)
         except (MessageError, ValueError) as exc:
             self._health.count("policy_commands_rejected")
             self._log_once.warn("policy", f"rejecting ramp/policy_command: {exc}")

@@ -39,8 +39,10 @@ from ramp_common.intake import Intake
 from ramp_common.node_exits import subscribe_node_exits
 from ramp_common.node_tools import LogOnce, run_node
 from ramp_common.params import (
+    CONTROL_PHASE_EXECUTOR_S,
     Param,
     ParamSet,
+    control_phase_param,
     control_rt_priority_param,
     hold_on_exit_param,
     joint_limit_params,
@@ -57,6 +59,7 @@ PARAMS: tuple[Param, ...] = (
     *joint_limit_params(),
     Param("control_rate_hz", 200.0, "Control rate.", unit="Hz", positive=True),
     control_rt_priority_param(),
+    control_phase_param(CONTROL_PHASE_EXECUTOR_S),
     Param("strategy", "replace", "Chunk splicing strategy.", choices=tuple(STRATEGIES)),
     Param("gripper_joints", ["gripper"], "Joints never blended (open/close).", type="string[]"),
     Param(
@@ -155,6 +158,7 @@ class ChunkExecutorNode(Node):
             self._control_tick,
             name="chunk_executor_control",
             realtime_priority=int(self.params["control_rt_priority"]),
+            phase_s=float(self.params["control_phase_s"]),
         )
         self._loop.start()
         self.create_timer(1.0, self._update_health, callback_group=group)

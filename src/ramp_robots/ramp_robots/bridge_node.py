@@ -52,8 +52,10 @@ from ramp_common.intake import Intake
 from ramp_common.node_exits import publisher_names, subscribe_node_exits
 from ramp_common.node_tools import LogOnce
 from ramp_common.params import (
+    CONTROL_PHASE_BRIDGE_S,
     Param,
     ParamSet,
+    control_phase_param,
     control_rt_priority_param,
     joint_limit_params,
     joint_limits,
@@ -90,6 +92,7 @@ def bridge_params(
         ),
         *playout_params(),
         control_rt_priority_param(),
+        control_phase_param(CONTROL_PHASE_BRIDGE_S),
     )
 
 

@@ -150,6 +150,7 @@ class G1BridgeNode(RobotBridgeNode):
             self._guard_control(self._control_tick),
             name="g1_bridge_control",
             realtime_priority=int(self.params["control_rt_priority"]),
+            phase_s=float(self.params["control_phase_s"]),
         )
         self._control_loop.start()
         self._start_diagnostics()

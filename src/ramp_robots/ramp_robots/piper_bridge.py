@@ -133,6 +133,7 @@ class PiperBridgeNode(RobotBridgeNode):
             self._guard_control(self._control_tick),
             name="piper_bridge_control",
             realtime_priority=int(self.params["control_rt_priority"]),
+            phase_s=float(self.params["control_phase_s"]),
         )
         self._control_loop.start()
         where = "fake PiPER (in-process)" if self._fake is not None else "PiPER"

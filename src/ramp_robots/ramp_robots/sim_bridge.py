@@ -140,6 +140,7 @@ class SimBridgeNode(RobotBridgeNode):
             self._guard_control(self._state_tick),
             name="sim_bridge_state",
             realtime_priority=int(self.params["control_rt_priority"]),
+            phase_s=float(self.params["control_phase_s"]),
         )
         self._render_loop = (
             RateLoop(1.0 / camera_rate, self._render_tick, name="sim_bridge_render")
