@@ -9,8 +9,11 @@ Runs ``ramp up --robot sim`` for ``--duration`` seconds once per case (``--cases
 - ``low-latency-loaded``: the same while an episode records (``ramp/episode/start``) and an
   outside subscriber (this process) reads every camera.
 
-For each it prints the topic rates, p50/p99 of capture -> wm_state -> chunk -> first joint
-command (all from the capture stamp of the oldest frame used), the model inference times, the
+For each it prints the topic rates, p50/p99 of capture -> wm_state -> chunk -> the next joint
+command after the chunk at the monitor (a lower bound) and -> the first joint command computed
+from the frame (``capture_to_command``: the executor's first tick with the chunk plus the
+arbiter's forward hop, ``ramp_common.hops.reflecting_command_ms``; all from the capture stamp of
+the oldest frame used), the model inference times, the
 stack's own overhead (latency minus inference), the hop-by-hop decomposition, and the ratios of
 every case to the first one (measured in the same run).
 
@@ -25,6 +28,7 @@ RTC executor's committed prefix set to ``--inference-delay`` s.
     python bench/e2e_latency.py [--duration 30] [--cases process-per-node single-process ...]
                                 [--camera-stamp snapshot|delivery] [--pair demo|reference]
                                 [--inference-delay 0.1] [--rt-priority 50]
+                                [--phases aligned random]
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
 
-from ramp_common.hops import decompose
+from ramp_common.hops import decompose, reflecting_command_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.rosutil
@@ -183,8 +188,10 @@ def figures(report: dict) -> dict:
         "inference_ms_p50": {"world_model": wm_ms, "policy": policy_ms},
     }
     e2e = lat.get("capture_to_first_command") or {}
-    if e2e:
-        out["overhead_ms_p50"] = e2e["p50"] - wm_ms - policy_ms
+    p50, p99 = reflecting_command_ms(report.get("diagnostics", {}))
+    out["capture_to_command_ms"] = {} if p50 is None else {"p50": p50, "p99": p99}
+    if p50 is not None:
+        out["overhead_ms_p50"] = p50 - wm_ms - policy_ms
     out["command_smoothness"] = report.get("command_smoothness", {})
     out["loop_overruns"] = {}
     for name, diag in report.get("diagnostics", {}).items():
@@ -216,20 +223,24 @@ def splice_reference(seed: int = 0, duration_s: float = 20.0) -> dict[str, float
 
 def print_table(results: dict[str, dict]) -> None:
     layouts = list(results)
-    print(f"{'':34s}" + "".join(f"{name:>20s}" for name in layouts))
+    w = max(20, *(len(name) + 2 for name in layouts))
+    print(f"{'':34s}" + "".join(f"{name:>{w}s}" for name in layouts))
     for topic in RATE_TOPICS:
         row = [results[name]["rates_hz"][topic] for name in layouts]
-        print(f"{'rate ' + topic + ' (Hz)':34s}" + "".join(f"{v:20.1f}" for v in row))
+        print(f"{'rate ' + topic + ' (Hz)':34s}" + "".join(f"{v:{w}.1f}" for v in row))
     for stage in STAGES:
         for q in ("p50", "p99"):
             row = [results[name]["latency_ms"][stage].get(q, float("nan")) for name in layouts]
-            print(f"{f'{stage} {q} (ms)':34s}" + "".join(f"{v:20.1f}" for v in row))
+            print(f"{f'{stage} {q} (ms)':34s}" + "".join(f"{v:{w}.1f}" for v in row))
+    for q in ("p50", "p99"):
+        row = [results[name]["capture_to_command_ms"].get(q, float("nan")) for name in layouts]
+        print(f"{f'capture_to_command {q} (ms)':34s}" + "".join(f"{v:{w}.1f}" for v in row))
     for model in ("world_model", "policy"):
         row = [results[name]["inference_ms_p50"][model] for name in layouts]
-        print(f"{f'inference {model} p50 (ms)':34s}" + "".join(f"{v:20.2f}" for v in row))
+        print(f"{f'inference {model} p50 (ms)':34s}" + "".join(f"{v:{w}.2f}" for v in row))
     row = [results[name].get("overhead_ms_p50", float("nan")) for name in layouts]
-    print(f"{'overhead p50 (ms)':34s}" + "".join(f"{v:20.1f}" for v in row))
-    print(f"{'overhead / 33 ms frame':34s}" + "".join(f"{v / FRAME_PERIOD_MS:20.2f}" for v in row))
+    print(f"{'overhead p50 (ms)':34s}" + "".join(f"{v:{w}.1f}" for v in row))
+    print(f"{'overhead / 33 ms frame':34s}" + "".join(f"{v / FRAME_PERIOD_MS:{w}.2f}" for v in row))
     for name in layouts:
         print(f"\ncapture -> first command hop by hop, {name} (ms; derived = difference of p50s):")
         for stage, p50, p99, how in results[name]["hops"]:
@@ -268,9 +279,9 @@ def print_table(results: dict[str, dict]) -> None:
             b = base["rates_hz"][topic] or float("nan")
             print(f"  rate {topic:28s} {other['rates_hz'][topic] / b:6.2f}")
         for q in ("p50", "p99"):
-            b = base["latency_ms"]["capture_to_first_command"].get(q, float("nan"))
-            o = other["latency_ms"]["capture_to_first_command"].get(q, float("nan"))
-            print(f"  capture -> first command {q:10s} {o / b:6.2f}")
+            b = base["capture_to_command_ms"].get(q, float("nan"))
+            o = other["capture_to_command_ms"].get(q, float("nan"))
+            print(f"  capture -> command from the frame {q:3s} {o / b:6.2f}")
 
 
 def main() -> int:
@@ -301,6 +312,15 @@ def main() -> int:
         help="control_rt_priority of sim_bridge, chunk_executor and intervention_arbiter "
         "(SCHED_FIFO; needs root or an rtprio limit)",
     )
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=("aligned", "random"),
+        default=["aligned"],
+        help="control-loop phases: the shipped ones (executor 0, arbiter 1 ms, bridge 2 ms) "
+        "and/or drawn at random per run (loops started anywhere in the period, as before "
+        "round 6); each case runs once per choice",
+    )
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
     extra = pair_overrides(args.pair, args.inference_delay)
@@ -309,8 +329,16 @@ def main() -> int:
         for node in ("sim_bridge", "chunk_executor", "intervention_arbiter"):
             extra += ["-p", f"{node}.control_rt_priority:={args.rt_priority}"]
     results = {}
+    rng = random.Random()
     for case in args.cases:
-        results[case] = figures(run_case(case, args.duration, args.domain_id, extra))
+        for phases in args.phases:
+            name, case_extra = case, list(extra)
+            if phases == "random":
+                name = f"{case}/random-phase"
+                for node in ("sim_bridge", "chunk_executor", "intervention_arbiter"):
+                    phase = round(rng.uniform(0.0, 0.005), 5)
+                    case_extra += ["-p", f"{node}.control_phase_s:={phase}"]
+            results[name] = figures(run_case(case, args.duration, args.domain_id, case_extra))
     priority = f"SCHED_FIFO {args.rt_priority}" if args.rt_priority else "normal priority"
     print(
         f"stack on sim, {args.pair} model pair, camera stamp = {args.camera_stamp}, "

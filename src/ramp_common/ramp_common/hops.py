@@ -12,9 +12,13 @@ Each stage times itself on its own clock and reports percentiles in its diagnost
   that uses it) and ``capture_to_tick`` (that tick minus the observation stamp: capture -> the
   first command computed from the frame, per chunk, on one clock);
 - intervention arbiter: ``forward`` (a policy command's stamp = the executor's tick -> the
-  arbiter's next tick that publishes ``joint_command``: transport plus tick alignment).
+  arbiter's next tick that publishes ``joint_command``: transport plus tick alignment) and
+  ``policy_arrival`` (that stamp -> the command's DDS receive time: the executor tick's
+  lateness, its publish and the hop; what the arbiter's ``control_phase_s`` must cover).
 
-:func:`decompose` turns them, with the monitor's end-to-end figure, into one table. Stamps are
+:func:`decompose` turns them, with the monitor's end-to-end figure, into one table; its
+end-to-end row is the executor's first command from a frame plus the arbiter's forward hop
+(:func:`reflecting_command_ms`). Stamps are
 wall-clock seconds from the stage that captured the input; a hop between two computers is only
 meaningful when their clocks are synchronised (chrony/PTP), see docs/latency.md.
 """
@@ -106,5 +110,34 @@ def decompose(
         rows.append(
             ("executor -> arbiter -> joint_command (transport + tick)", *forward, "measured")
         )
-    rows.append(("capture -> first command (monitor)", e2e_p50, e2e_p99, "measured"))
+        rows.append((REFLECTING_ROW, *reflecting_command_ms(diagnostics), "sum"))
+    rows.append((MONITOR_ROW, e2e_p50, e2e_p99, "measured"))
     return rows
+
+
+REFLECTING_ROW = "capture -> first joint_command computed from the frame"
+"""The end-to-end figure: the executor's first command from a frame (per chunk) plus the
+arbiter's forward hop, as p50 + p50 and p99 + p99 (the p99 of a sum is at most that)."""
+MONITOR_ROW = "capture -> next joint_command after the chunk (monitor)"
+"""The monitor's figure: the first ``joint_command`` it receives after the chunk. The executor
+splices a chunk at its next tick and the arbiter forwards at its own, so that command is often
+still one of the previous chunk: a lower bound of :data:`REFLECTING_ROW`."""
+
+
+def reflecting_command_ms(
+    diagnostics: Mapping[str, Mapping[str, Any]],
+) -> tuple[float | None, float | None]:
+    """(p50, p99 upper bound) in ms of capture -> the first ``joint_command`` computed from the
+    frame: the executor's ``capture_to_tick`` plus the arbiter's ``forward`` (None when either
+    stage did not report)."""
+    executor = arbiter = None
+    for key, diag in diagnostics.items():
+        name = key.rsplit("/", 1)[-1]
+        executor = diag if name == "chunk_executor" else executor
+        arbiter = diag if name == "intervention_arbiter" else arbiter
+    out = []
+    for q in ("p50", "p99"):
+        tick = _value(executor, f"{PREFIX}capture_to_tick_ms_{q}")
+        forward = _value(arbiter, f"{PREFIX}forward_ms_{q}")
+        out.append(None if tick is None or forward is None else tick + forward)
+    return out[0], out[1]

@@ -3,7 +3,7 @@
 import pytest
 
 from ramp_common.diagnostics import NodeHealth
-from ramp_common.hops import HopTimer, decompose
+from ramp_common.hops import MONITOR_ROW, REFLECTING_ROW, HopTimer, decompose
 
 
 def test_hop_timer_reports_percentiles_in_ms():
@@ -47,10 +47,12 @@ def test_decompose_adds_up_to_the_monitored_latency():
     assert by_stage["executor -> arbiter -> joint_command (transport + tick)"] == (6.0, 9.0)
     per_chunk = "capture -> executor's first command (per chunk)"
     assert by_stage[per_chunk] == (62.0, 124.0)
-    parts = [p50 for stage, p50, _, _ in rows[:-1] if stage != per_chunk]
+    parts = [p50 for stage, p50, _, how in rows[:-1] if stage != per_chunk and how != "sum"]
     # the two publish hops (0.5 ms each, inside the ages) are the only time not in a row
     assert sum(parts) == pytest.approx(68.0 - 1.0)
-    assert rows[-1] == ("capture -> first command (monitor)", 68.0, 130.0, "measured")
+    # end to end: the executor's first command from the frame plus the forward hop
+    assert by_stage[REFLECTING_ROW] == (68.0, 133.0)
+    assert rows[-1] == (MONITOR_ROW, 68.0, 130.0, "measured")
 
 
 def test_decompose_without_hop_diagnostics_has_no_numbers():
