@@ -74,6 +74,7 @@ def test_gamepad_takeover_jog_pause_estop_and_handback_without_executor(
             *SHARED,
             Parameter("control_rate_hz", value=100.0),
             Parameter("blend_time_s", value=0.1),
+            Parameter("control_phase_s", value=0.003),
         ],
     )
     teleop = TeleopNode(
@@ -219,6 +220,10 @@ def test_gamepad_takeover_jog_pause_estop_and_handback_without_executor(
             "diagnostics: waiting for ramp/executor/reset",
         )
         np.testing.assert_allclose(commands[-1], jogged, atol=1e-9)
+
+        # Its ticks lie on the monotonic clock's 10 ms grid, 3 ms in (control_phase_s).
+        offset = (arbiter._loop.due_mono - 0.003) % 0.01
+        assert min(offset, 0.01 - offset) < 1e-6, arbiter._loop.due_mono
     finally:
         streaming.set()
         streamer.join(2.0)
