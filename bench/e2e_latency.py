@@ -13,9 +13,10 @@ For each it prints the topic rates, p50/p99 of capture -> wm_state -> chunk -> t
 command after the chunk at the monitor (a lower bound) and -> the first joint command computed
 from the frame (``capture_to_command``: the executor's first tick with the chunk plus the
 arbiter's forward hop, ``ramp_common.hops.reflecting_command_ms``; all from the capture stamp of
-the oldest frame used), the model inference times, the
-stack's own overhead (latency minus inference), the hop-by-hop decomposition, and the ratios of
-every case to the first one (measured in the same run).
+the oldest frame used), the model inference times, the stack's own overhead (that latency minus
+inference), the hop-by-hop decomposition, and the ratios of every case to the first one
+(measured in the same run). ``--phases aligned random`` runs each case with the shipped
+control-loop phases and with phases drawn at random.
 
 ``--camera-stamp delivery`` stamps the simulator's frames when their render is done (like a
 V4L2 end-of-frame timestamp) instead of with the physics snapshot they show: the latency then

@@ -18,9 +18,9 @@ Each stage times itself on its own clock and reports percentiles in its diagnost
 
 :func:`decompose` turns them, with the monitor's end-to-end figure, into one table; its
 end-to-end row is the executor's first command from a frame plus the arbiter's forward hop
-(:func:`reflecting_command_ms`). Stamps are
-wall-clock seconds from the stage that captured the input; a hop between two computers is only
-meaningful when their clocks are synchronised (chrony/PTP), see docs/latency.md.
+(:func:`reflecting_command_ms`). Stamps are wall-clock seconds from the stage that captured the
+input; a hop between two computers is only meaningful when their clocks are synchronised
+(chrony/PTP), see docs/latency.md.
 """
 
 from __future__ import annotations

@@ -311,8 +311,10 @@ CONTROL_PHASE_BRIDGE_S = 0.002
 """Default tick phases of the control loops of one robot computer (s on the monotonic clock's
 grid, ``ramp_common.rate_loop``): the chunk executor publishes ``ramp/policy_command`` at 0, the
 arbiter takes it and publishes ``joint_command`` 1 ms later, the bridge takes that 1 ms later and
-publishes ``joint_states``, which the executor takes at its next tick. 1 ms covers one local DDS
-hop of a small message (p99 0.3-1.5 ms on a loaded 2-core machine, docs/latency.md)."""
+publishes ``joint_states``, which the executor takes at its next tick. 1 ms covers the
+executor's publish and one local DDS hop while the loops run at SCHED_FIFO or the cores have
+room (the arbiter's ``hop_policy_arrival`` p50 0.9-1.4 ms on the 2-core development machine);
+raise the followers' phases when that hop's p99 shows more (docs/latency.md, "Round 6")."""
 
 
 def control_phase_param(default_s: float) -> Param:

@@ -7,8 +7,8 @@ one period behind, the missed ticks are skipped (counted as overruns), never run
 at ``n * period + phase``. Loops of one machine that follow each other (the chunk executor ->
 the intervention arbiter -> the bridge) keep fixed phases apart, so a command published at one
 loop's tick is taken at the follower's next tick ``phase`` difference later, not anywhere in
-a period (docs/latency.md, "Phase-aligned control loops"). Loops on different machines share
-no grid.
+a period (docs/latency.md, "Round 6: loops in phase"). Loops on different machines share no
+grid.
 
 The loop thread asks for a 1 us timer slack (Linux ``PR_SET_TIMERSLACK``; the default 50 us is
 added to every sleep) and, with ``realtime_priority`` > 0, for SCHED_FIFO at that priority: on a
