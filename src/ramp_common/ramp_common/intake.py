@@ -17,6 +17,11 @@ KEEP_LAST history holds what arrived since the last take (its QoS depth: 10 for 
 commands, i.e. 25-50 ms at 200 Hz). Each message comes with its DDS receive time, so a receiver
 that ages inputs sees the same times as with a callback.
 
+:meth:`Intake.feed` takes and hands every message to a handler under the intake's lock; a node
+that must order something after everything already received (a hold on its sender's exit) does
+it inside :meth:`Intake.held` after a ``feed``, so no command taken before reaches the handler
+after it.
+
 Topic names, namespaces and remappings resolve as for any subscription of the node.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from rclpy.callback_groups import CallbackGroup
@@ -60,7 +66,7 @@ class Intake:
     def __init__(
         self, node: Node, msg_type: Any, topic: str, qos: QoSProfile, *, raw: bool = False
     ) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._sub = node.create_subscription(
             msg_type, topic, _never_called, qos, callback_group=TakeOnlyGroup(), raw=raw
         )
@@ -82,6 +88,20 @@ class Intake:
             except RuntimeError:  # rclpy's InvalidHandle: destroyed while shutting down
                 pass
         return out
+
+    def feed(self, handler: Callable[[Any, float], None]) -> int:
+        """Take every waiting message and call ``handler(msg, received_s)`` for each, oldest
+        first, all under the intake's lock; -> how many."""
+        with self._lock:
+            taken = self.take_all()
+            for item in taken:
+                handler(item.msg, item.received_s)
+        return len(taken)
+
+    def held(self) -> threading.RLock:
+        """The intake's lock, as a context manager: while it is held no other thread takes or
+        feeds (``with intake.held(): intake.feed(h); hold()``)."""
+        return self._lock
 
     def take_newest(self) -> Taken | None:
         """The newest waiting message (older waiting ones are dropped), or None."""

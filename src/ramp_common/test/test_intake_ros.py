@@ -3,6 +3,7 @@ in arrival order with their DDS receive times."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -94,6 +95,31 @@ def test_take_newest_drops_the_older_and_the_qos_depth_bounds_what_waits(nodes) 
     assert intake.take_all() == []
     _send(publisher, [float(i) for i in range(12)])
     assert [t.msg.position[0] for t in intake.take_all()] == [float(i) for i in range(2, 12)]
+
+
+def test_feed_hands_every_message_over_in_order_and_held_keeps_other_threads_out(nodes) -> None:
+    receiver, sender = nodes
+    intake = Intake(receiver, JointState, "intake_feed", QOS)
+    publisher = sender.create_publisher(JointState, "intake_feed", QOS)
+    end = time.monotonic() + 10.0
+    while publisher.get_subscription_count() < 1 and time.monotonic() < end:
+        time.sleep(0.05)
+    sent_at = _send(publisher, [1.0, 2.0, 3.0])
+    fed: list[tuple[float, float]] = []
+    assert intake.feed(lambda msg, received_s: fed.append((msg.position[0], received_s))) == 3
+    assert [value for value, _ in fed] == [1.0, 2.0, 3.0]
+    assert all(sent_at <= received <= time.time() for _, received in fed)
+    # while one thread holds it (a hold after its sender's exit), another cannot take or feed
+    _send(publisher, [4.0])
+    other: list[int] = []
+    with intake.held():
+        assert intake.feed(lambda *_: None) == 1  # the holder itself may (re-entrant)
+        thread = threading.Thread(target=lambda: other.append(intake.feed(lambda *_: None)))
+        thread.start()
+        thread.join(0.2)
+        assert thread.is_alive() and other == []
+    thread.join(5.0)
+    assert other == [0]
 
 
 def test_after_the_node_is_destroyed_it_yields_nothing(nodes) -> None:

@@ -149,9 +149,6 @@ class InterventionArbiterNode(Node):
         group = ReentrantCallbackGroup()
         # read at each control tick, not dispatched per message (ramp_common.intake)
         self._policy_intake = Intake(self, JointState, "ramp/policy_command", COMMAND_QOS)
-        self._policy_lock = threading.Lock()
-        """Held from taking policy commands to feeding them, so that nothing the executor sent
-        before an exit announcement reaches the arbiter after the hold it causes."""
         self._joint_states = Intake(self, JointState, "joint_states", STATE_QOS)
         self.create_subscription(
             JointState,
@@ -191,12 +188,6 @@ class InterventionArbiterNode(Node):
 
     # ------------------------------------------------------------------ inputs
 
-    def _take_policy_commands(self) -> None:
-        """Feed the arbiter the policy commands that arrived since the last take, in arrival
-        order with their DDS receive times. Call with ``_policy_lock`` held."""
-        for taken in self._policy_intake.take_all():
-            self._on_policy(taken.msg, taken.received_s)
-
     def _on_policy(self, msg: JointState, received_s: float) -> None:
         try:
             q = joint_state_positions(msg, self._names)
@@ -224,8 +215,9 @@ class InterventionArbiterNode(Node):
         """The supervisor announced that node ``name`` exited: a source it published is lost
         now, not after ``source_timeout_s``; a node of ``hold_on_exit_of`` makes the arbiter
         hold while the policy drives (``ramp_common.node_exits``)."""
-        with self._policy_lock:  # what the policy sent before the exit goes in before the hold
-            self._take_policy_commands()
+        # what the policy sent before the exit goes in before the hold
+        with self._policy_intake.held():
+            self._policy_intake.feed(self._on_policy)
             lost = [
                 (source, topic)
                 for source, topic in SOURCE_TOPICS.items()
@@ -350,8 +342,7 @@ class InterventionArbiterNode(Node):
         newest = self._joint_states.take_newest()
         if newest is not None:
             self._on_joint_state(newest.msg, newest.received_s)
-        with self._policy_lock:
-            self._take_policy_commands()
+        self._policy_intake.feed(self._on_policy)
         command = self._arbiter.step(due)
         if command is not None:
             self._command_pub.publish(make_joint_state(self._names, command, sec_to_stamp(due)))

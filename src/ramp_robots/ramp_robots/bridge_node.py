@@ -164,9 +164,6 @@ class RobotBridgeNode(Node):
         self._estop_pub = self.create_publisher(Bool, "ramp/estop_active", LATCHED_QOS)
         # taken at each control tick, not dispatched per message (ramp_common.intake)
         self._commands = Intake(self, JointState, "joint_command", COMMAND_QOS)
-        self._command_lock = threading.Lock()
-        """Held from taking commands to feeding them, so that nothing the sender sent before an
-        exit announcement reaches the filter after the hold it causes."""
         self.create_service(SetBool, "ramp/estop", self._on_estop, callback_group=group)
         subscribe_node_exits(self, self._on_node_exited, callback_group=group)
         self._publish_estop()
@@ -205,23 +202,15 @@ class RobotBridgeNode(Node):
     def _safety_output(self, positions: np.ndarray) -> np.ndarray:
         """The safety filter's output for this control tick, after taking the commands that
         arrived since the last one."""
-        with self._command_lock:
-            self._take_commands()
+        self._commands.feed(self._on_command)
         return self._safety.output(self._tick_time(), positions)
 
-    def _take_commands(self) -> None:
-        """Feed the filter the commands that arrived since the last take, in arrival order with
-        their DDS receive times. Call with ``_command_lock`` held."""
-        taken = self._commands.take_all()
-        if taken:
-            # receive times (wall clock) -> the filter's monotonic clock; the age is clamped so
-            # that a wall-clock step between reception and now cannot move them far
-            wall, mono = time.time(), time.monotonic()
-            for item in taken:
-                age = min(max(wall - item.received_s, 0.0), MAX_TAKEN_AGE_S)
-                self._on_command(item.msg, mono - age)
-
-    def _on_command(self, msg: JointState, received_mono: float) -> None:
+    def _on_command(self, msg: JointState, received_s: float) -> None:
+        """A command taken from the reader, with its DDS receive time (wall clock s)."""
+        # -> the filter's monotonic clock; the age is clamped so that a wall-clock step between
+        # reception and now cannot move it far
+        age = min(max(time.time() - received_s, 0.0), MAX_TAKEN_AGE_S)
+        received_mono = time.monotonic() - age
         try:
             target = joint_state_positions(msg, self._names)
         except MessageError as exc:
@@ -239,8 +228,8 @@ class RobotBridgeNode(Node):
         """The supervisor announced that node ``name`` exited: if it sent our joint_command,
         hold now rather than after ``command_timeout_s`` (``ramp_common.node_exits``)."""
         if name in publisher_names(self, ["joint_command"]):
-            with self._command_lock:  # what it sent before its exit goes in before the hold
-                self._take_commands()
+            with self._commands.held():  # what it sent before its exit goes in before the hold
+                self._commands.feed(self._on_command)
                 self._safety.expire_command()
             self._health.count("source_exits")
             self.get_logger().warning(f"{name} (sender of joint_command) exited: holding")
