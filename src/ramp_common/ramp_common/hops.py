@@ -58,6 +58,14 @@ def _value(diag: Mapping[str, Any] | None, key: str) -> float | None:
         return None
 
 
+def _node(diagnostics: Mapping[str, Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
+    """The diagnostics of the node named ``name`` (any namespace), or None."""
+    for key, diag in diagnostics.items():
+        if key.rsplit("/", 1)[-1] == name:
+            return diag
+    return None
+
+
 def decompose(
     diagnostics: Mapping[str, Mapping[str, Any]], end_to_end_ms: Mapping[str, float]
 ) -> list[tuple[str, float | None, float | None, str]]:
@@ -69,14 +77,9 @@ def decompose(
     end. ``diagnostics`` is the report's (node name -> {"values": {...}}).
     """
 
-    def node(name: str) -> Mapping[str, Any] | None:
-        for key, diag in diagnostics.items():
-            if key.rsplit("/", 1)[-1] == name:
-                return diag
-        return None
-
-    wm, policy, executor = node("worldmodel_node"), node("policy_node"), node("chunk_executor")
-    arbiter = node("intervention_arbiter")
+    wm, policy = _node(diagnostics, "worldmodel_node"), _node(diagnostics, "policy_node")
+    executor = _node(diagnostics, "chunk_executor")
+    arbiter = _node(diagnostics, "intervention_arbiter")
 
     def hop(diag: Mapping[str, Any] | None, name: str) -> tuple[float | None, float | None]:
         return _value(diag, f"{PREFIX}{name}_ms_p50"), _value(diag, f"{PREFIX}{name}_ms_p99")
@@ -130,11 +133,8 @@ def reflecting_command_ms(
     """(p50, p99 upper bound) in ms of capture -> the first ``joint_command`` computed from the
     frame: the executor's ``capture_to_tick`` plus the arbiter's ``forward`` (None when either
     stage did not report)."""
-    executor = arbiter = None
-    for key, diag in diagnostics.items():
-        name = key.rsplit("/", 1)[-1]
-        executor = diag if name == "chunk_executor" else executor
-        arbiter = diag if name == "intervention_arbiter" else arbiter
+    executor = _node(diagnostics, "chunk_executor")
+    arbiter = _node(diagnostics, "intervention_arbiter")
     out = []
     for q in ("p50", "p99"):
         tick = _value(executor, f"{PREFIX}capture_to_tick_ms_{q}")

@@ -327,7 +327,8 @@ def control_phase_param(default_s: float) -> Param:
         float(default_s),
         "Phase of the control-loop ticks on the monotonic clock's grid of the control period "
         "(taken modulo the period). Followers of a command stream on one machine tick a DDS hop "
-        "after their sender: executor 0, arbiter 0.001, bridge 0.002.",
+        f"after their sender: executor {CONTROL_PHASE_EXECUTOR_S:g}, arbiter "
+        f"{CONTROL_PHASE_ARBITER_S:g}, bridge {CONTROL_PHASE_BRIDGE_S:g}.",
         unit="s",
         low=0.0,
         high=1.0,
