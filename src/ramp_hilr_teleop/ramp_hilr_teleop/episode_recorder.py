@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from ramp_common.intake import Intake
 from ramp_common.node_tools import expand_path, run_node
 from ramp_common.params import Param, ParamSet
 from ramp_common.qos import LATCHED_QOS
+from ramp_common.rate_loop import RateLoop
 from ramp_hilr_teleop.core.bag_writer import (
     TopicSpec,
     default_topics,
@@ -194,7 +196,9 @@ class EpisodeRecorderNode(Node):
         # executor (rclpy's multi-threaded executor costs far more per message), the others
         # drained by a thread; a 200 Hz state topic never waits behind image callbacks.
         self._closed = False
-        self._rx: list[tuple[Node, SingleThreadedExecutor | None, threading.Thread]] = []
+        self._drain_loops: list[RateLoop] = []
+        self._rx: list[tuple[Node, Callable[[], object]]] = []
+        """Each private node and what stops its receiving (before the node is destroyed)."""
         images = [s for s in specs if s.qos == "sensor"]
         states = [s for s in specs if s.qos != "sensor"]
         if images:
@@ -238,23 +242,20 @@ class EpisodeRecorderNode(Node):
             )
             for spec in specs
         ]
-        thread = threading.Thread(
-            target=self._drain, args=(intakes,), name=f"recorder-rx-{suffix}", daemon=True
+        loop = RateLoop(
+            DRAIN_PERIOD_S, lambda _now: self._drain(intakes), name=f"recorder-rx-{suffix}"
         )
-        thread.start()
-        self._rx.append((node, None, thread))
+        loop.start()
+        self._drain_loops.append(loop)
+        self._rx.append((node, loop.stop))
 
     def _drain(self, intakes: list[tuple[str, Intake]]) -> None:
-        """Every DRAIN_PERIOD_S: what each reader holds, offered in order of reception."""
-        next_s = time.monotonic()
-        while not self._closed and self.context.ok():
-            batch = [(t.received_s, topic, t.msg) for topic, i in intakes for t in i.take_all()]
-            batch.sort(key=lambda item: item[0])
-            for received_s, topic, raw in batch:
-                if self._recorder.offer(topic, raw, round(received_s * 1e9)):
-                    self._rate.tick()
-            next_s = max(next_s + DRAIN_PERIOD_S, time.monotonic())
-            time.sleep(max(0.0, next_s - time.monotonic()))
+        """What each reader holds, offered in order of reception (every DRAIN_PERIOD_S)."""
+        batch = [(t.received_s, topic, t.msg) for topic, i in intakes for t in i.take_all()]
+        batch.sort(key=lambda item: item[0])
+        for received_s, topic, raw in batch:
+            if self._recorder.offer(topic, raw, round(received_s * 1e9)):
+                self._rate.tick()
 
     def _start_receiver(
         self, suffix: str, specs: list[TopicSpec], classes: dict[str, type]
@@ -274,7 +275,12 @@ class EpisodeRecorderNode(Node):
             target=self._spin_receiver, args=(executor,), name=f"recorder-rx-{suffix}", daemon=True
         )
         thread.start()
-        self._rx.append((node, executor, thread))
+
+        def stop() -> None:
+            executor.shutdown()
+            thread.join(2.0)
+
+        self._rx.append((node, stop))
 
     def _spin_receiver(self, executor: SingleThreadedExecutor) -> None:
         while not self._closed and self.context.ok():
@@ -363,8 +369,11 @@ class EpisodeRecorderNode(Node):
         h.set_value("record_rate_hz", self._rate.rate_hz())
         h.set_value("episodes_recorded", st.episodes_recorded)
         h.set_value("last_error", st.last_error)
+        drain_error = next((lp.last_error for lp in self._drain_loops if lp.errors), "")
         if st.last_error:
             h.set_status(ERROR, st.last_error)
+        elif drain_error:
+            h.set_status(ERROR, f"recorder receive failed: {drain_error}")
         elif st.recording and st.dropped:
             h.set_status(WARN, f"recording {st.episode}: {st.dropped} messages dropped")
         elif st.recording:
@@ -376,10 +385,8 @@ class EpisodeRecorderNode(Node):
         """End an episode still recording (kept, marked 'shutdown'), stop writer and receivers."""
         self._closed = True
         self._recorder.close()
-        for node, executor, thread in self._rx:
-            if executor is not None:
-                executor.shutdown()
-            thread.join(2.0)
+        for node, stop in self._rx:
+            stop()
             node.destroy_node()
         self._rx = []
 
