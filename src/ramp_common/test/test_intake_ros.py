@@ -47,11 +47,11 @@ def _send(publisher, values: list[float]) -> float:
     return start
 
 
-def _wait_matched(publisher, deadline_s: float = 10.0) -> None:
+def _wait_matched(publisher, count: int = 2, deadline_s: float = 10.0) -> None:
     end = time.monotonic() + deadline_s
-    while publisher.get_subscription_count() < 2 and time.monotonic() < end:
+    while publisher.get_subscription_count() < count and time.monotonic() < end:
         time.sleep(0.05)
-    assert publisher.get_subscription_count() >= 2, "subscriptions did not match"
+    assert publisher.get_subscription_count() >= count, "subscriptions did not match"
 
 
 def test_the_executor_never_runs_it_and_take_all_gives_every_message_in_order(nodes) -> None:
@@ -86,9 +86,7 @@ def test_take_newest_drops_the_older_and_the_qos_depth_bounds_what_waits(nodes) 
     receiver, sender = nodes
     intake = Intake(receiver, JointState, "intake_depth", QOS)
     publisher = sender.create_publisher(JointState, "intake_depth", QOS)
-    end = time.monotonic() + 10.0
-    while publisher.get_subscription_count() < 1 and time.monotonic() < end:
-        time.sleep(0.05)
+    _wait_matched(publisher, 1)
     _send(publisher, [float(i) for i in range(12)])
     newest = intake.take_newest()
     assert newest is not None and newest.msg.position[0] == 11.0
@@ -101,9 +99,7 @@ def test_feed_hands_every_message_over_in_order_and_held_keeps_other_threads_out
     receiver, sender = nodes
     intake = Intake(receiver, JointState, "intake_feed", QOS)
     publisher = sender.create_publisher(JointState, "intake_feed", QOS)
-    end = time.monotonic() + 10.0
-    while publisher.get_subscription_count() < 1 and time.monotonic() < end:
-        time.sleep(0.05)
+    _wait_matched(publisher, 1)
     sent_at = _send(publisher, [1.0, 2.0, 3.0])
     fed: list[tuple[float, float]] = []
     assert intake.feed(lambda msg, received_s: fed.append((msg.position[0], received_s))) == 3
